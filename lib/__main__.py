@@ -1,0 +1,104 @@
+"""Command line: `python -m lib run|check|notebook|compare|serve ...`.
+
+    python -m lib run params/demo.yaml                      # the whole pipeline into outputs/demo/
+    python -m lib run params/demo.yaml --name quick -p train.epochs=1
+    python -m lib run params/demo.yaml --resume             # continue an interrupted run
+    python -m lib check params/*.yaml                       # validate params files only
+    python -m lib notebook outputs/demo 04_evaluate         # rerun one notebook on an existing run
+    python -m lib compare outputs/                          # table of every run's params and metrics
+    python -m lib serve outputs/demo                        # the web page with that run's model
+"""
+
+import argparse
+import logging
+import sys
+
+from lib import paths
+from lib.errors import PipelineError
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m lib", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the five notebooks on a params file")
+    run.add_argument("params_file")
+    run.add_argument("--name", help="run folder name under outputs/ (default: the params file's name)")
+    run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a parameter, e.g. -p train.epochs=1 (repeatable)")
+    run.add_argument("--resume", action="store_true", help="continue an existing run folder")
+    run.add_argument("--outputs", default=str(paths.OUTPUTS_DIR), help="where run folders go (default: outputs/)")
+    run.add_argument("--kernel", default="python3", help="Jupyter kernel to execute with (default: python3)")
+    run.add_argument("--log-output", action="store_true", help="stream every cell's output to the terminal")
+
+    check = commands.add_parser("check", help="validate params files without running anything")
+    check.add_argument("params_files", nargs="+")
+    check.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+
+    notebook = commands.add_parser("notebook", help="execute one notebook on an existing run folder")
+    notebook.add_argument("run_dir")
+    notebook.add_argument("notebook", help="e.g. 04_evaluate")
+    notebook.add_argument("--kernel", default="python3")
+    notebook.add_argument("--log-output", action="store_true")
+
+    compare = commands.add_parser("compare", help="compare every run folder's params and metrics")
+    compare.add_argument("outputs_dir", nargs="?", default=str(paths.OUTPUTS_DIR))
+
+    serve = commands.add_parser("serve", help="serve the web page with a run's TF.js model on 127.0.0.1")
+    serve.add_argument("run_dir")
+    serve.add_argument("--port", type=int, default=8000)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def run_command(args):
+    from lib import pipeline
+
+    pipeline.run(args.params_file, args.param, name=args.name, resume=args.resume, outputs_dir=args.outputs,
+                 kernel_name=args.kernel, log_output=args.log_output)
+    return 0
+
+
+def check_command(args):
+    from lib import params
+
+    for path in args.params_files:
+        loaded = params.load(path, args.param)
+        print(f"{path}: ok (run name {loaded.name!r})")
+    return 0
+
+
+def notebook_command(args):
+    from lib import pipeline
+
+    seconds = pipeline.run_notebook(paths.resolve(args.run_dir), args.notebook, kernel_name=args.kernel,
+                                    log_output=args.log_output)
+    print(f"{args.notebook}: done in {seconds:.1f} s")
+    return 0
+
+
+def compare_command(args):
+    from lib import compare
+
+    return compare.main([args.outputs_dir])
+
+
+def serve_command(args):
+    from lib import serve
+
+    serve.serve(paths.resolve(args.run_dir), port=args.port)
+    return 0
+
+
+COMMANDS = {"run": run_command, "check": check_command, "notebook": notebook_command,
+            "compare": compare_command, "serve": serve_command}
+
+if __name__ == "__main__":
+    sys.exit(main())

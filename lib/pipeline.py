@@ -1,0 +1,173 @@
+"""The runner: validate params, create the run folder, execute the notebooks in order with papermill.
+
+A run folder `outputs/<name>/` is never overwritten: a second run with the same name is refused unless
+`resume=True`, which skips the notebooks that already finished and continues with the rest (training
+itself resumes from its last epoch). Each executed notebook is kept in `<run>/notebooks/` as the record;
+when one fails, the runner stops and says which notebook and cell failed and where its executed copy lies.
+"""
+
+import datetime
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lib import params as params_lib
+from lib import paths
+from lib.errors import RunError
+
+log = logging.getLogger(__name__)
+
+NOTEBOOKS = ("01_download", "02_preprocess", "03_train", "04_evaluate", "05_convert_tfjs")
+PROVENANCE_PACKAGES = ("tensorflow", "keras", "tensorflowjs", "numpy", "opencv-python-headless",
+                       "scikit-learn", "papermill", "pandas")
+
+
+def run(params_file, overrides=(), name=None, resume=False, outputs_dir=paths.OUTPUTS_DIR,
+        kernel_name="python3", log_output=False, notebooks_dir=paths.NOTEBOOKS_DIR):
+    """Run every notebook on `params_file` into `<outputs_dir>/<name>/`; return the run folder."""
+    params = params_lib.load(params_file, overrides)
+    if name:
+        params = params_lib.from_dict({**params.to_dict(), "name": name}, origin=f"--name {name}")
+    run_dir = Path(outputs_dir) / params.name
+    create_run(run_dir, params, params_file, resume=resume, command=sys.argv)
+    finished = read_progress(run_dir)
+    for number, notebook in enumerate(NOTEBOOKS, start=1):
+        if notebook in finished:
+            print(f"[{number}/{len(NOTEBOOKS)}] {notebook}: finished earlier, skipped (--resume)")
+            continue
+        print(f"[{number}/{len(NOTEBOOKS)}] {notebook}")
+        seconds = run_notebook(run_dir, notebook, kernel_name=kernel_name, log_output=log_output,
+                               notebooks_dir=notebooks_dir)
+        print(f"[{number}/{len(NOTEBOOKS)}] {notebook}: done in {seconds:.1f} s")
+    print(f"Run complete: {run_dir}")
+    return run_dir
+
+
+def create_run(run_dir, params, params_file, resume=False, command=()):
+    """Make the run folder with the resolved params and provenance; refuse to touch an existing one
+    unless `resume`, and then only when its params are the same."""
+    run_dir = Path(run_dir)
+    saved_params = run_dir / "params.yaml"
+    if run_dir.exists():
+        if not resume:
+            raise RunError(f"run folder {run_dir} already exists and is never overwritten; continue it with "
+                           f"--resume, or start a new run with --name NEW_NAME")
+        if not saved_params.is_file():
+            raise RunError(f"cannot resume {run_dir}: it has no params.yaml, so it is not a run folder")
+        before = params_lib.load(saved_params).to_dict()
+        changed = sorted(_diff(before, params.to_dict()))
+        if changed:
+            raise RunError(f"cannot resume {run_dir} with different parameters ({', '.join(changed)}); "
+                           f"start a new run with --name NEW_NAME")
+        return run_dir
+    (run_dir / "notebooks").mkdir(parents=True)
+    params_lib.save(params, saved_params)
+    provenance = {
+        "run": params.name,
+        "params_file": str(params_file),
+        "command": " ".join(command),
+        "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git": _git_state(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {name: _version(name) for name in PROVENANCE_PACKAGES},
+        "seed": params.seed,
+        "data": {"source": params.data.source, "dataset": params.data.dataset, "path": params.data.path},
+    }
+    (run_dir / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    return run_dir
+
+
+def prepare_run(run_dir, params_file):
+    """For a notebook opened by hand: the run's params, creating the run folder from `params_file`
+    when it does not exist yet."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "params.yaml").is_file():
+        params = params_lib.load(params_file)
+        create_run(run_dir, params, params_file, command=("notebook 01_download",))
+        print(f"Created run folder {run_dir} from {params_file}")
+    return params_lib.load_run(run_dir)
+
+
+def run_notebook(run_dir, notebook, kernel_name="python3", log_output=False, notebooks_dir=paths.NOTEBOOKS_DIR):
+    """Execute `notebooks/<notebook>.ipynb` on `run_dir` into `<run_dir>/notebooks/`; return seconds taken.
+    Raises RunError naming the failed cell and the executed copy that shows it."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    if notebook not in NOTEBOOKS:
+        raise RunError(f"unknown notebook {notebook!r}; choose one of: {', '.join(NOTEBOOKS)}")
+    run_dir = Path(run_dir).resolve()
+    if not (run_dir / "params.yaml").is_file():
+        raise RunError(f"{run_dir} is not a run folder (no params.yaml); start one with "
+                       f"`python -m lib run params/demo.yaml`")
+    source = Path(notebooks_dir) / f"{notebook}.ipynb"
+    executed = run_dir / "notebooks" / f"{notebook}.ipynb"
+    executed.parent.mkdir(exist_ok=True)
+    # Quiet TensorFlow's C++ logging in cell output, and let the kernel import `lib` from any cwd.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+    started = time.monotonic()
+    try:
+        papermill.execute_notebook(
+            str(source), str(executed), parameters={"run_dir": str(run_dir)}, kernel_name=kernel_name,
+            cwd=str(paths.PROJECT_ROOT), progress_bar=True, log_output=log_output,
+            request_save_on_cell_execute=True)
+    except PapermillExecutionError as error:
+        first_line = (error.source or "").strip().splitlines()[:1]
+        raise RunError(f"notebook {notebook} failed in cell In [{error.exec_count}] "
+                       f"(`{first_line[0] if first_line else ''}`): {error.ename}: {error.evalue}\nThe executed notebook, with the error, is {executed}\n"
+                       f"Fix the cause, then continue with: python -m lib run <params> --name "
+                       f"{run_dir.name} --resume") from None
+    seconds = time.monotonic() - started
+    _record_progress(run_dir, notebook, seconds)
+    return seconds
+
+
+def read_progress(run_dir):
+    """Which notebooks finished in this run folder: {notebook: {"finished_at", "seconds"}}."""
+    path = Path(run_dir) / "progress.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _record_progress(run_dir, notebook, seconds):
+    progress = read_progress(run_dir)
+    # A rerun notebook invalidates every later one: they consumed the files it just replaced.
+    later = NOTEBOOKS[NOTEBOOKS.index(notebook) + 1:]
+    progress = {name: entry for name, entry in progress.items() if name not in later}
+    progress[notebook] = {"finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                          "seconds": round(seconds, 1)}
+    (Path(run_dir) / "progress.json").write_text(json.dumps(progress, indent=2) + "\n")
+
+
+def _diff(before, after, prefix=""):
+    for key in before.keys() | after.keys():
+        old, new = before.get(key), after.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            yield from _diff(old, new, f"{prefix}{key}.")
+        elif old != new:
+            yield f"{prefix}{key}: {old!r} -> {new!r}"
+
+
+def _git_state():
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=paths.PROJECT_ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "dirty": None, "note": "not a git checkout"}
+
+
+def _version(package):
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None

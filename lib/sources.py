@@ -1,0 +1,431 @@
+"""Where the raw images come from, and what they are: the sources registry (generated, local,
+kaggle), layout detection (HAM10000 metadata CSV + image folders, or class folders), scanning a raw
+dataset into records, and the label vocabulary (dx classes, benign/malignant).
+
+The pictures of the generated source are drawn by lib.images (pixel code lives there); the Kaggle
+download, its verification and its safe, atomic extraction are the last section of this module.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import shutil
+import stat
+import tempfile
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+
+from lib import paths
+from lib.errors import DataSourceError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+DX_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+MALIGNANT_DX = ("mel", "bcc", "akiec")
+LONG_NAMES = {
+    "akiec": "actinic keratosis / intraepithelial carcinoma (Bowen's disease)",
+    "bcc": "basal cell carcinoma",
+    "bkl": "benign keratosis-like lesion (solar lentigo, seborrheic keratosis, lichen planus-like keratosis)",
+    "df": "dermatofibroma",
+    "mel": "melanoma",
+    "nv": "melanocytic nevus (mole)",
+    "vasc": "vascular lesion (angioma, angiokeratoma, pyogenic granuloma, haemorrhage)",
+    "benign": "benign (not cancer)",
+    "malignant": "malignant (skin cancer or pre-cancer)",
+}
+LABEL_MODES = ("dx", "binary")
+
+
+@dataclasses.dataclass(frozen=True)
+class KnownDataset:
+    """A dataset this project knows by name: its Kaggle slug, layout and expected image counts."""
+    slug: str
+    layout: str
+    expected_counts: dict  # {"all": n} for ham10000, {"train": n, "test": n} for class folders
+
+
+KNOWN_DATASETS = {
+    "ham10000": KnownDataset("kmader/skin-cancer-mnist-ham10000", "ham10000", {"all": 10015}),
+    "isic_binary": KnownDataset("fanconic/skin-cancer-malignant-vs-benign", "class_folders",
+                                {"train": 2637, "test": 660}),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceRequest:
+    """What a source needs to find or make a raw dataset (explicit values from Params.data)."""
+    dataset: str
+    path: str = None
+    cache_dir: str = None
+    seed: int = 42
+    generated_images_per_class: int = 60
+    generated_image_size: int = 96
+
+
+def fetch(source, request):
+    """Return the folder (absolute Path) holding the raw dataset for `request` from `source`
+    ("generated", "local" or "kaggle"), downloading or generating it into the cache if needed."""
+    if source not in SOURCES:
+        raise DataSourceError(f"unknown data source {source!r}; choose one of: {', '.join(SOURCES)}")
+    return SOURCES[source](request)
+
+
+def fetch_local(request):
+    """The `local` source: the folder `request.path` (relative to the project root), as is."""
+    if not request.path:
+        raise DataSourceError("data.source is 'local' but data.path is not set: set data.path to the "
+                              "dataset folder (HAM10000 metadata CSV + images, or train/<class>/ folders)")
+    raw_dir = paths.resolve(request.path)
+    if not raw_dir.is_dir():
+        raise DataSourceError(f"data.path {str(raw_dir)!r} is not a folder: point data.path at the dataset")
+    return raw_dir
+
+
+def fetch_generated(request):
+    """The `generated` source: a deterministic synthetic dataset in the on-disk layout of
+    `request.dataset` (ham10000 or isic_binary), cached in <cache>/raw/generated-<dataset>-<hash>/ and
+    reused when complete; written to a temp folder and renamed, so a crash never leaves half a dataset."""
+    from lib import images  # the drawing code lives with the other pixel code
+
+    if request.dataset not in KNOWN_DATASETS:
+        raise DataSourceError(f"cannot generate dataset {request.dataset!r}; choose one of: "
+                              f"{', '.join(KNOWN_DATASETS)} (or use data.source: local/kaggle)")
+    settings = {"dataset": request.dataset, "seed": request.seed, "version": images.SYNTHETIC_VERSION,
+                "images_per_class": request.generated_images_per_class,
+                "image_size": request.generated_image_size}
+    digest = _short_hash(json.dumps(settings, sort_keys=True))
+    target = paths.data_cache_dir(request.cache_dir) / "raw" / f"generated-{request.dataset}-{digest}"
+    if (target / ".complete").exists():
+        log.info("reusing generated dataset %s", target)
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    try:
+        writer = images.write_synthetic_ham10000 if KNOWN_DATASETS[request.dataset].layout == "ham10000" \
+            else images.write_synthetic_class_folders
+        writer(staging, images_per_class=request.generated_images_per_class,
+               image_width=request.generated_image_size, seed=request.seed)
+        (staging / ".complete").write_text(json.dumps(settings))
+        _publish(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("generated %s", target)
+    return target
+
+
+def fetch_kaggle(request):
+    """The `kaggle` source: download, verify and extract into <cache>/raw/<owner>__<slug>/ (skipped
+    when already there and verified). See `download_kaggle_dataset`."""
+    known = KNOWN_DATASETS.get(request.dataset)
+    slug = known.slug if known else request.dataset
+    if "/" not in slug:
+        raise DataSourceError(f"data.dataset {request.dataset!r} is neither a known dataset "
+                              f"({', '.join(KNOWN_DATASETS)}) nor a Kaggle slug like 'owner/name'")
+    return download_kaggle_dataset(
+        slug, paths.data_cache_dir(request.cache_dir) / "raw",
+        expected_counts=known.expected_counts if known else None)
+
+
+SOURCES = {"generated": fetch_generated, "local": fetch_local, "kaggle": fetch_kaggle}
+
+
+# ---- layouts ---------------------------------------------------------------------------------
+
+def detect_layout(raw_dir, layout="auto"):
+    """Return (layout, root): "ham10000" with the folder holding the metadata CSV, or "class_folders"
+    with the folder holding train/ and test/ (or the <class>/ folders). Looks up to two levels down,
+    because Kaggle zips often wrap the data in one more folder."""
+    raw_dir = Path(raw_dir)
+    if layout not in ("auto", "ham10000", "class_folders"):
+        raise ValueError(f"unknown layout {layout!r}; choose one of: auto, ham10000, class_folders")
+    candidates = [raw_dir] + _subdirs(raw_dir) + [d for sub in _subdirs(raw_dir) for d in _subdirs(sub)]
+    if layout in ("auto", "ham10000"):
+        for folder in candidates:
+            if find_metadata_csv(folder) is not None:
+                return "ham10000", folder
+    if layout in ("auto", "class_folders"):
+        for folder in candidates:
+            if any((folder / split).is_dir() for split in ("train", "test")):
+                return "class_folders", folder
+        class_dirs = [d for d in _subdirs(raw_dir) if any(_images_in(d))]
+        if class_dirs:
+            return "class_folders", raw_dir
+    raise DataSourceError(f"no {'supported' if layout == 'auto' else layout} layout in {raw_dir}: expected a "
+                          "metadata CSV with image_id and dx columns plus image folders (HAM10000), or "
+                          "train/<class>/ and test/<class>/ folders")
+
+
+def find_metadata_csv(folder):
+    """The first CSV in `folder` with image_id and dx columns (HAM10000_metadata.csv), or None."""
+    for csv_path in sorted(Path(folder).glob("*.csv")):
+        columns = pd.read_csv(csv_path, nrows=0).columns
+        if {"image_id", "dx"} <= set(columns):
+            return csv_path
+    return None
+
+
+def scan(raw_dir, layout="auto"):
+    """Scan a raw dataset. Returns (layout, records, problems): records is a DataFrame with columns
+    source_path (str, absolute), image_id (unique, safe as a file name), label (dx or folder class),
+    lesion_id (image_id when the layout has none), original_split (train|test, or "" when none);
+    problems is a DataFrame (source_path, image_id, reason) of metadata rows without an image and
+    images without a metadata row, which are reported instead of dropped silently."""
+    layout, root = detect_layout(raw_dir, layout)
+    records, problems = (_scan_ham10000 if layout == "ham10000" else _scan_class_folders)(root)
+    log.info("scanned %s (%s): %d images, %d problems", root, layout, len(records), len(problems))
+    return layout, records, pd.DataFrame(problems, columns=["source_path", "image_id", "reason"])
+
+
+def _scan_ham10000(root):
+    metadata = pd.read_csv(find_metadata_csv(root), dtype=str)
+    files = {}
+    for folder in [root] + _subdirs(root) + [d for sub in _subdirs(root) for d in _subdirs(sub)]:
+        for image_path in _images_in(folder):
+            # Kaggle's zip holds each image twice (HAM10000_images_part_1 and ham10000_images_part_1): keep one.
+            files.setdefault(image_path.stem, image_path)
+    problems = []
+    rows = []
+    for row in metadata.itertuples(index=False):
+        image_path = files.get(row.image_id)
+        if image_path is None:
+            problems.append((str(root / row.image_id), row.image_id, "metadata row has no image file"))
+            continue
+        lesion_id = getattr(row, "lesion_id", None)
+        rows.append((str(image_path), row.image_id, row.dx,
+                     lesion_id if isinstance(lesion_id, str) and lesion_id else row.image_id, ""))
+    listed = set(metadata["image_id"])
+    problems += [(str(path), stem, "image has no metadata row") for stem, path in files.items() if stem not in listed]
+    return _records_frame(rows), problems
+
+
+def _scan_class_folders(root):
+    splits = [s for s in ("train", "test") if (root / s).is_dir()]
+    rows = []
+    for split in splits or [""]:
+        for class_dir in _subdirs(root / split if split else root):
+            for image_path in _images_in(class_dir):
+                image_id = safe_name("-".join(part for part in (split, class_dir.name, image_path.stem) if part))
+                rows.append((str(image_path), image_id, class_dir.name, image_id, split))
+    records = _records_frame(rows)
+    duplicated = records["image_id"].duplicated(keep=False)
+    if duplicated.any():  # "a b.jpg" and "a_b.jpg" meet after safe_name: keep both, distinctly named
+        records.loc[duplicated, "image_id"] += "-" + records.index[duplicated].astype(str)
+        records["lesion_id"] = records["image_id"]
+    return records, []
+
+
+def safe_name(text):
+    """`text` made safe as a file name: anything but letters (any script), digits, '.', '-', '_'
+    becomes '_'. Non-ASCII letters are kept; spaces and separators are not."""
+    return re.sub(r"[^\w.-]", "_", text).strip(".") or "_"
+
+
+def to_labels(records, labels="dx"):
+    """Return a copy of `records` whose `label` column uses the label mode: "dx" keeps the original
+    classes; "binary" maps mel, bcc, akiec to malignant and every other dx to benign (folder classes
+    already named benign/malignant stay). Raises ValueError on an unknown mode."""
+    if labels not in LABEL_MODES:
+        raise ValueError(f"unknown labels {labels!r}; choose one of: {', '.join(LABEL_MODES)}")
+    records = records.copy()
+    if labels == "binary":
+        records["label"] = records["label"].map(to_binary)
+    return records
+
+
+def to_binary(label):
+    """benign or malignant for a dx class (or an already binary label)."""
+    if label in ("benign", "malignant"):
+        return label
+    return "malignant" if label in MALIGNANT_DX else "benign"
+
+
+def count_files(raw_dir):
+    """Number of image files under `raw_dir` (any depth)."""
+    return sum(1 for path in Path(raw_dir).rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _records_frame(rows):
+    return pd.DataFrame(rows, columns=["source_path", "image_id", "label", "lesion_id", "original_split"])
+
+
+def _subdirs(folder):
+    folder = Path(folder)
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")) if folder.is_dir() else []
+
+
+def _images_in(folder):
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _short_hash(text):
+    import hashlib
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def _publish(staging, target):
+    """Rename the finished `staging` folder to `target`; a concurrent writer may have won the race."""
+    try:
+        os.rename(staging, target)
+    except OSError:
+        if not target.exists():
+            raise
+
+
+# ---- Kaggle ----------------------------------------------------------------------------------
+
+def find_kaggle_credentials(environ=None, home=None):
+    """Where Kaggle credentials are, in the order the project honours, or None: "KAGGLE_API_TOKEN",
+    "KAGGLE_USERNAME/KAGGLE_KEY", the path of kaggle.json ($KAGGLE_CONFIG_DIR or ~/.kaggle), the path
+    of ~/.kaggle/access_token, or "colab secrets" (copied into this process's environment only).
+    Returns a description of the place, never the secret itself."""
+    environ = os.environ if environ is None else environ
+    home = Path(home or Path.home())
+    if environ.get("KAGGLE_API_TOKEN"):
+        return "KAGGLE_API_TOKEN"
+    if environ.get("KAGGLE_USERNAME") and environ.get("KAGGLE_KEY"):
+        return "KAGGLE_USERNAME/KAGGLE_KEY"
+    config_dir = Path(environ["KAGGLE_CONFIG_DIR"]) if environ.get("KAGGLE_CONFIG_DIR") else home / ".kaggle"
+    for candidate in (config_dir / "kaggle.json", home / ".kaggle" / "access_token"):
+        if candidate.is_file():
+            return str(candidate)
+    return _colab_credentials(environ)
+
+
+def _colab_credentials(environ):
+    try:
+        from google.colab import userdata  # only importable inside Colab
+    except ImportError:
+        return None
+    for names in (("KAGGLE_API_TOKEN",), ("KAGGLE_USERNAME", "KAGGLE_KEY")):
+        try:
+            values = [userdata.get(name) for name in names]
+        except Exception as error:  # Colab raises SecretNotFoundError / NotebookAccessError
+            log.info("Colab secret %s not available (%s)", names[0], type(error).__name__)
+            continue
+        if all(values):
+            environ.update(dict(zip(names, values)))  # in memory only: never written to disk
+            return "colab secrets"
+    return None
+
+
+def _kaggle_api():
+    """An authenticated kaggle.KaggleApi; the import is lazy because `import kaggle` authenticates."""
+    from kaggle.api.kaggle_api_extended import KaggleApi
+    api = KaggleApi()
+    try:
+        api.authenticate()
+    except SystemExit:  # the kaggle package exits the process when it finds no credentials
+        raise DataSourceError(_NO_CREDENTIALS) from None
+    return api
+
+
+_NO_CREDENTIALS = ("Kaggle credentials not found: set KAGGLE_API_TOKEN (from https://www.kaggle.com/settings, "
+                   "'API' > 'Generate New Token'), or KAGGLE_USERNAME and KAGGLE_KEY, or save kaggle.json to "
+                   "~/.kaggle/ (or $KAGGLE_CONFIG_DIR), or add them as Colab secrets; or set data.source: local "
+                   "with data.path pointing at a downloaded copy")
+
+
+def download_kaggle_dataset(slug, raw_root, expected_counts=None):
+    """Download Kaggle dataset `slug` ("owner/name") into `raw_root`/<owner>__<name>/, verify it
+    (layout found; `expected_counts` such as {"all": 10015} or {"train": 2637, "test": 660} met) and
+    return that folder. Reuses a verified copy. Extraction refuses absolute or ../ member paths and
+    links, and happens in a temp folder renamed only after verification."""
+    target = Path(raw_root) / slug.replace("/", "__")
+    if (target / ".verified.json").exists():
+        try:
+            verify_dataset(target, expected_counts)
+            log.info("reusing verified download %s", target)
+            return target
+        except DataSourceError as error:
+            log.warning("cached copy %s failed verification (%s); downloading again", target, error)
+            shutil.rmtree(target)
+    where = find_kaggle_credentials()
+    if where is None:
+        raise DataSourceError(_NO_CREDENTIALS)
+    log.info("downloading %s from Kaggle (credentials from %s)", slug, where)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    try:
+        _download(slug, staging / "download")
+        archives = sorted((staging / "download").glob("*.zip"))
+        if not archives:
+            raise DataSourceError(f"Kaggle download of {slug} produced no zip file in {staging / 'download'}")
+        for archive in archives:
+            extract_zip_safely(archive, staging / "extracted")
+        counts = verify_dataset(staging / "extracted", expected_counts)
+        (staging / "extracted" / ".verified.json").write_text(json.dumps({"slug": slug, "counts": counts}))
+        _publish(staging / "extracted", target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _download(slug, folder):
+    folder.mkdir(parents=True)
+    api = _kaggle_api()
+    try:
+        api.dataset_download_files(slug, path=str(folder), quiet=True, unzip=False)
+    except DataSourceError:
+        raise
+    except Exception as error:
+        raise _explain_download_error(error, slug) from error
+
+
+def _explain_download_error(error, slug):
+    status = getattr(getattr(error, "response", None), "status_code", None) or getattr(error, "status", None)
+    if status == 401:
+        return DataSourceError(f"Kaggle refused the credentials (401) for {slug}: they are wrong or expired; "
+                               "create a new token at https://www.kaggle.com/settings and set KAGGLE_API_TOKEN "
+                               "(or replace ~/.kaggle/kaggle.json)")
+    if status == 403:
+        return DataSourceError(f"Kaggle denied access to {slug} (403): sign in and accept the dataset rules at "
+                               f"https://www.kaggle.com/datasets/{slug}, then run again")
+    if status == 404:
+        return DataSourceError(f"Kaggle dataset {slug} not found (404): check data.dataset (owner/name)")
+    if isinstance(error, (ConnectionError, OSError)) or "ConnectionError" in type(error).__name__:
+        return DataSourceError(f"cannot reach Kaggle to download {slug} ({type(error).__name__}): check the "
+                               "internet connection, or set data.source: local with data.path pointing at a copy")
+    return DataSourceError(f"Kaggle download of {slug} failed: {type(error).__name__}: {error}")
+
+
+def extract_zip_safely(archive, target):
+    """Extract `archive` into `target`, refusing (DataSourceError, nothing written) any member whose
+    path is absolute, contains '..', or is a symbolic link."""
+    target = Path(target).resolve()
+    with zipfile.ZipFile(archive) as bundle:
+        members = bundle.infolist()
+        for member in members:
+            name = member.filename.replace("\\", "/")
+            is_link = stat.S_ISLNK(member.external_attr >> 16)
+            if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in name.split("/") or is_link:
+                raise DataSourceError(f"refusing to extract {archive}: unsafe member path {member.filename!r}")
+        for member in members:
+            destination = (target / member.filename.replace("\\", "/")).resolve()
+            if target not in destination.parents and destination != target:
+                raise DataSourceError(f"refusing to extract {archive}: {member.filename!r} escapes {target}")
+            if member.is_dir():
+                destination.mkdir(parents=True, exist_ok=True)
+                continue
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            with bundle.open(member) as source, open(destination, "wb") as sink:
+                shutil.copyfileobj(source, sink)
+
+
+def verify_dataset(raw_dir, expected_counts=None):
+    """Check that `raw_dir` holds a supported layout and, when given, the expected image counts
+    ({"all": n} or {"train": n, "test": n}). Returns the counts found; raises DataSourceError."""
+    layout, records, problems = scan(raw_dir)
+    if records.empty:
+        raise DataSourceError(f"{raw_dir} holds a {layout} layout but no images")
+    found = {"all": len(records)} if layout == "ham10000" else \
+        records["original_split"].replace("", "all").value_counts().to_dict()
+    for key, expected in (expected_counts or {}).items():
+        if found.get(key, 0) != expected:
+            raise DataSourceError(f"{raw_dir} has {found.get(key, 0)} {key} images, expected {expected}: the "
+                                  "download is incomplete or a different version; delete the folder and retry")
+    return found

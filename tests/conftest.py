@@ -1,0 +1,30 @@
+"""Shared test setup: quiet TensorFlow, a non-interactive plotting backend, and access to ../shared."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+
+from lib import paths  # noqa: E402
+
+SHARED_DIR = paths.PROJECT_ROOT.parent / "shared"
+HAM10000_LESIONS = SHARED_DIR / "data" / "ham10000-lesions-224"
+MOBILENET_WEIGHTS = SHARED_DIR / "weights" / "mobilenet_0.75_224_imagenet_tf_no_top.h5"
+
+
+@pytest.fixture
+def ham10000_lesions():
+    """The real HAM10000 subset beside the project (one image per lesion); skipped on a clone without it."""
+    if not (HAM10000_LESIONS / "HAM10000_metadata.csv").is_file():
+        pytest.skip(f"real data not found at {HAM10000_LESIONS}")
+    return HAM10000_LESIONS
+
+
+@pytest.fixture
+def mobilenet_weights():
+    """Genuine ImageNet MobileNet (alpha 0.75, no top) weights beside the project; skipped when absent."""
+    if not MOBILENET_WEIGHTS.is_file():
+        pytest.skip(f"weights not found at {MOBILENET_WEIGHTS}")
+    return MOBILENET_WEIGHTS

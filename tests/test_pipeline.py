@@ -1,0 +1,116 @@
+"""The runner: run folders are created once and never overwritten; notebooks run in order; a failure
+names the notebook and cell and keeps the executed copy; --resume continues where it stopped."""
+
+import json
+
+import nbformat
+import pytest
+
+from lib import params, pipeline
+from lib.errors import RunError
+
+
+def make_notebooks(folder, failing=None):
+    """Five tiny notebooks named like the real ones; each appends its name to <run_dir>/ran.txt.
+    The notebook named `failing` raises in its second code cell unless <run_dir>/fixed exists."""
+    folder.mkdir(exist_ok=True)
+    for name in pipeline.NOTEBOOKS:
+        parameters = nbformat.v4.new_code_cell('run_dir = "outputs/demo"')
+        parameters.metadata["tags"] = ["parameters"]
+        cells = [parameters, nbformat.v4.new_code_cell(
+            f"import pathlib\nwith open(pathlib.Path(run_dir, 'ran.txt'), 'a') as f: f.write('{name}\\n')")]
+        if name == failing:
+            cells.append(nbformat.v4.new_code_cell(
+                "if not pathlib.Path(run_dir, 'fixed').exists():\n    raise ValueError('planted failure')"))
+        notebook = nbformat.v4.new_notebook(cells=cells)
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(notebook, folder / f"{name}.ipynb")
+    return folder
+
+
+@pytest.fixture
+def params_file(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text("name: tiny\n")
+    return path
+
+
+def ran(run_dir):
+    return (run_dir / "ran.txt").read_text().split()
+
+
+def test_run_executes_every_notebook_in_order_and_keeps_each_executed_copy(tmp_path, params_file):
+    notebooks = make_notebooks(tmp_path / "notebooks")
+    run_dir = pipeline.run(params_file, ["seed=7"], outputs_dir=tmp_path / "out", notebooks_dir=notebooks)
+    assert run_dir == tmp_path / "out" / "tiny"
+    assert ran(run_dir) == list(pipeline.NOTEBOOKS)
+    for name in pipeline.NOTEBOOKS:
+        executed = nbformat.read(run_dir / "notebooks" / f"{name}.ipynb", as_version=4)
+        injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert str(run_dir.resolve()) in injected[0].source
+    assert params.load_run(run_dir).seed == 7
+    provenance = json.loads((run_dir / "provenance.json").read_text())
+    assert provenance["seed"] == 7 and provenance["packages"]["papermill"]
+    assert set(pipeline.read_progress(run_dir)) == set(pipeline.NOTEBOOKS)
+
+
+def test_an_existing_run_folder_is_refused_without_resume(tmp_path, params_file):
+    run_dir = tmp_path / "out" / "tiny"
+    run_dir.mkdir(parents=True)
+    (run_dir / "precious.txt").write_text("keep me")
+    with pytest.raises(RunError, match="--resume.*--name"):
+        pipeline.run(params_file, outputs_dir=tmp_path / "out", notebooks_dir=make_notebooks(tmp_path / "nb"))
+    assert (run_dir / "precious.txt").read_text() == "keep me"
+
+
+def test_name_option_makes_a_new_run_folder(tmp_path, params_file):
+    params_lib = params.load(params_file)
+    pipeline.create_run(tmp_path / "out" / "tiny", params_lib, params_file)
+    run_dir = pipeline.run(params_file, name="tiny2", outputs_dir=tmp_path / "out",
+                           notebooks_dir=make_notebooks(tmp_path / "nb"))
+    assert run_dir.name == "tiny2" and params.load_run(run_dir).name == "tiny2"
+
+
+def test_failure_names_notebook_and_cell_then_resume_continues_from_it(tmp_path, params_file):
+    notebooks = make_notebooks(tmp_path / "notebooks", failing="02_preprocess")
+    with pytest.raises(RunError) as error:
+        pipeline.run(params_file, outputs_dir=tmp_path / "out", notebooks_dir=notebooks)
+    run_dir = tmp_path / "out" / "tiny"
+    message = str(error.value)
+    assert "02_preprocess" in message and "In [4] (`if not pathlib.Path(run_dir, 'fixed').exists():`)" in message and "planted failure" in message
+    executed = run_dir / "notebooks" / "02_preprocess.ipynb"
+    assert str(executed) in message and executed.is_file()
+    assert ran(run_dir) == ["01_download", "02_preprocess"]
+
+    (run_dir / "fixed").touch()
+    pipeline.run(params_file, outputs_dir=tmp_path / "out", notebooks_dir=notebooks, resume=True)
+    assert ran(run_dir) == ["01_download", "02_preprocess", "02_preprocess", "03_train", "04_evaluate",
+                            "05_convert_tfjs"]
+
+
+def test_resume_with_different_params_is_refused(tmp_path, params_file):
+    pipeline.create_run(tmp_path / "out" / "tiny", params.load(params_file), params_file)
+    with pytest.raises(RunError, match="train.epochs: 30 -> 1"):
+        pipeline.run(params_file, ["train.epochs=1"], outputs_dir=tmp_path / "out", resume=True,
+                     notebooks_dir=make_notebooks(tmp_path / "nb"))
+
+
+def test_rerunning_a_notebook_invalidates_the_later_ones(tmp_path, params_file):
+    notebooks = make_notebooks(tmp_path / "notebooks")
+    run_dir = pipeline.run(params_file, outputs_dir=tmp_path / "out", notebooks_dir=notebooks)
+    pipeline.run_notebook(run_dir, "04_evaluate", notebooks_dir=notebooks)
+    assert set(pipeline.read_progress(run_dir)) == set(pipeline.NOTEBOOKS) - {"05_convert_tfjs"}
+
+
+def test_prepare_run_creates_the_folder_once_for_a_notebook_opened_by_hand(tmp_path, params_file):
+    run_dir = tmp_path / "out" / "byhand"
+    assert pipeline.prepare_run(run_dir, params_file).name == "tiny"
+    (run_dir / "marker").touch()
+    assert pipeline.prepare_run(run_dir, params_file).name == "tiny"
+    assert (run_dir / "marker").exists()
+
+
+def test_unknown_notebook_is_named_with_the_choices(tmp_path, params_file):
+    run_dir = pipeline.create_run(tmp_path / "run", params.load(params_file), params_file)
+    with pytest.raises(RunError, match="choose one of: 01_download"):
+        pipeline.run_notebook(run_dir, "03_training")

@@ -51,6 +51,8 @@ def main(argv=None):
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # papermill's per-notebook INFO lines repeat what the runner prints; --log-output shows cell output instead.
+    logging.getLogger("papermill").setLevel(logging.WARNING)
     try:
         return COMMANDS[args.command](args)
     except PipelineError as error:

@@ -17,6 +17,8 @@ logger = logging.getLogger(__name__)
 
 # The class whose miss matters most: melanoma for HAM10000 labels, malignant for binary labels.
 MELANOMA_CLASSES = ("mel", "malignant")
+# Metrics repeated for variants of the evaluation (test-time augmentation, external data).
+HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "top2_accuracy", "top3_accuracy")
 
 
 def read_manifest(manifest_path, split="test"):
@@ -108,7 +110,8 @@ def roc_auc(true_indices, probabilities, class_names):
                            if index in present else None)
     absent = [class_names[index] for index in range(len(class_names)) if index not in present]
     if absent:
-        notes.append(f"classes absent from the evaluated labels, left out of ROC AUC: {', '.join(absent)}")
+        notes.append(f"classes absent from the evaluated labels, left out of ROC AUC and of balanced "
+                     f"accuracy's mean recall: {', '.join(absent)}")
     macro = skmetrics.roc_auc_score(indicator[:, present], probabilities[:, present], average="macro")
     return float(macro), per_class, notes
 
@@ -221,6 +224,18 @@ def baseline_metrics(train_labels, test_labels, class_names, seed):
                                                  average="macro", zero_division=0)),
         }
     return baselines
+
+
+def summarize(labels, probabilities, class_names, train_labels, seed, tta_probabilities=None):
+    """The content of metrics.json: `compute_metrics` plus classes, baselines {majority, stratified}
+    fitted on `train_labels`, and tta (headline metrics of `tta_probabilities`, or None)."""
+    result = {"classes": list(class_names), **compute_metrics(labels, probabilities, class_names)}
+    result["baselines"] = baseline_metrics(train_labels, labels, class_names, seed=seed)
+    result["tta"] = None
+    if tta_probabilities is not None:
+        tta = compute_metrics(labels, tta_probabilities, class_names)
+        result["tta"] = {key: tta[key] for key in HEADLINE_METRICS if key in tta}
+    return result
 
 
 def predictions_table(image_ids, labels, probabilities, class_names):

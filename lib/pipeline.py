@@ -109,6 +109,7 @@ def run_notebook(run_dir, notebook, kernel_name="python3", log_output=False, not
                        f"`python -m lib run params/demo.yaml`")
     source = Path(notebooks_dir) / f"{notebook}.ipynb"
     executed = run_dir / "notebooks" / f"{notebook}.ipynb"
+    kernel_log = executed.with_suffix(".kernel.log")
     executed.parent.mkdir(exist_ok=True)
     # Quiet TensorFlow's C++ logging in cell output, and let the kernel import `lib` from any cwd.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -118,7 +119,7 @@ def run_notebook(run_dir, notebook, kernel_name="python3", log_output=False, not
         papermill.execute_notebook(
             str(source), str(executed), parameters={"run_dir": str(run_dir)}, kernel_name=kernel_name,
             cwd=str(paths.PROJECT_ROOT), progress_bar=True, log_output=log_output,
-            request_save_on_cell_execute=True)
+            request_save_on_cell_execute=True, kernel_manager_class=_kernel_manager_logging_to(kernel_log))
     except PapermillExecutionError as error:
         first_line = (error.source or "").strip().splitlines()[:1]
         raise RunError(f"notebook {notebook} failed in cell In [{error.exec_count}] "
@@ -128,6 +129,20 @@ def run_notebook(run_dir, notebook, kernel_name="python3", log_output=False, not
     seconds = time.monotonic() - started
     _record_progress(run_dir, notebook, seconds)
     return seconds
+
+
+def _kernel_manager_logging_to(log_path):
+    """A kernel manager whose kernel writes its process-level stderr (TensorFlow's C++ start-up lines,
+    crashes) to `log_path` instead of the terminal; cell outputs still go to the notebook."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class KernelManagerWithLog(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+                kw["stderr"] = log
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    return KernelManagerWithLog
 
 
 def read_progress(run_dir):

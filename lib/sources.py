@@ -7,6 +7,7 @@ download, its verification and its safe, atomic extraction are the last section 
 """
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib import paths
+from lib import images, paths
 from lib.errors import DataSourceError
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,14 @@ KNOWN_DATASETS = {
 }
 
 
+def known_dataset(dataset):
+    """(name, KnownDataset) for a known dataset given by name or Kaggle slug, else (dataset, None)."""
+    for name, known in KNOWN_DATASETS.items():
+        if dataset in (name, known.slug):
+            return name, known
+    return dataset, None
+
+
 @dataclasses.dataclass(frozen=True)
 class SourceRequest:
     """What a source needs to find or make a raw dataset (explicit values from Params.data)."""
@@ -90,23 +99,25 @@ def fetch_generated(request):
     """The `generated` source: a deterministic synthetic dataset in the on-disk layout of
     `request.dataset` (ham10000 or isic_binary), cached in <cache>/raw/generated-<dataset>-<hash>/ and
     reused when complete; written to a temp folder and renamed, so a crash never leaves half a dataset."""
-    from lib import images  # the drawing code lives with the other pixel code
-
-    if request.dataset not in KNOWN_DATASETS:
+    dataset, known = known_dataset(request.dataset)
+    if known is None:
         raise DataSourceError(f"cannot generate dataset {request.dataset!r}; choose one of: "
                               f"{', '.join(KNOWN_DATASETS)} (or use data.source: local/kaggle)")
-    settings = {"dataset": request.dataset, "seed": request.seed, "version": images.SYNTHETIC_VERSION,
+    settings = {"dataset": dataset, "seed": request.seed, "version": images.SYNTHETIC_VERSION,
                 "images_per_class": request.generated_images_per_class,
                 "image_size": request.generated_image_size}
     digest = _short_hash(json.dumps(settings, sort_keys=True))
-    target = paths.data_cache_dir(request.cache_dir) / "raw" / f"generated-{request.dataset}-{digest}"
+    target = paths.data_cache_dir(request.cache_dir) / "raw" / f"generated-{dataset}-{digest}"
     if (target / ".complete").exists():
         log.info("reusing generated dataset %s", target)
         return target
+    if target.exists():
+        log.warning("removing incomplete generated dataset %s", target)
+        shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
     try:
-        writer = images.write_synthetic_ham10000 if KNOWN_DATASETS[request.dataset].layout == "ham10000" \
+        writer = images.write_synthetic_ham10000 if known.layout == "ham10000" \
             else images.write_synthetic_class_folders
         writer(staging, images_per_class=request.generated_images_per_class,
                image_width=request.generated_image_size, seed=request.seed)
@@ -121,7 +132,7 @@ def fetch_generated(request):
 def fetch_kaggle(request):
     """The `kaggle` source: download, verify and extract into <cache>/raw/<owner>__<slug>/ (skipped
     when already there and verified). See `download_kaggle_dataset`."""
-    known = KNOWN_DATASETS.get(request.dataset)
+    _, known = known_dataset(request.dataset)
     slug = known.slug if known else request.dataset
     if "/" not in slug:
         raise DataSourceError(f"data.dataset {request.dataset!r} is neither a known dataset "
@@ -173,12 +184,20 @@ def scan(raw_dir, layout="auto"):
     """Scan a raw dataset. Returns (layout, records, problems): records is a DataFrame with columns
     source_path (str, absolute), image_id (unique, safe as a file name), label (dx or folder class),
     lesion_id (image_id when the layout has none), original_split (train|test, or "" when none);
-    problems is a DataFrame (source_path, image_id, reason) of metadata rows without an image and
-    images without a metadata row, which are reported instead of dropped silently."""
+    problems is a DataFrame (source_path, image_id, label, reason) of metadata rows without an image
+    and images without a metadata row (label ""), reported instead of dropped silently."""
     layout, root = detect_layout(raw_dir, layout)
     records, problems = (_scan_ham10000 if layout == "ham10000" else _scan_class_folders)(root)
     log.info("scanned %s (%s): %d images, %d problems", root, layout, len(records), len(problems))
-    return layout, records, pd.DataFrame(problems, columns=["source_path", "image_id", "reason"])
+    return layout, records, pd.DataFrame(problems, columns=["source_path", "image_id", "label", "reason"])
+
+
+def describe(source, dataset, raw_dir, layout="auto"):
+    """The contents of data/source.json: source, dataset, layout (detected), raw_dir (absolute),
+    dataset_root (where the layout was found) and n_files (image files under raw_dir)."""
+    found_layout, root = detect_layout(raw_dir, layout)
+    return {"source": source, "dataset": dataset, "layout": found_layout, "raw_dir": str(Path(raw_dir).resolve()),
+            "dataset_root": str(Path(root).resolve()), "n_files": count_files(raw_dir)}
 
 
 def _scan_ham10000(root):
@@ -193,13 +212,13 @@ def _scan_ham10000(root):
     for row in metadata.itertuples(index=False):
         image_path = files.get(row.image_id)
         if image_path is None:
-            problems.append((str(root / row.image_id), row.image_id, "metadata row has no image file"))
+            problems.append((str(root / row.image_id), row.image_id, row.dx, "metadata row has no image file"))
             continue
         lesion_id = getattr(row, "lesion_id", None)
         rows.append((str(image_path), row.image_id, row.dx,
                      lesion_id if isinstance(lesion_id, str) and lesion_id else row.image_id, ""))
     listed = set(metadata["image_id"])
-    problems += [(str(path), stem, "image has no metadata row") for stem, path in files.items() if stem not in listed]
+    problems += [(str(path), stem, "", "image has no metadata row") for stem, path in files.items() if stem not in listed]
     return _records_frame(rows), problems
 
 
@@ -238,8 +257,8 @@ def to_labels(records, labels="dx"):
 
 
 def to_binary(label):
-    """benign or malignant for a dx class (or an already binary label)."""
-    if label in ("benign", "malignant"):
+    """benign or malignant for a dx class (an already binary label, or "" for unknown, stays)."""
+    if label in ("benign", "malignant", "") or not isinstance(label, str):
         return label
     return "malignant" if label in MALIGNANT_DX else "benign"
 
@@ -263,16 +282,16 @@ def _images_in(folder):
 
 
 def _short_hash(text):
-    import hashlib
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 def _publish(staging, target):
-    """Rename the finished `staging` folder to `target`; a concurrent writer may have won the race."""
+    """Rename the finished `staging` folder to `target`; a concurrent writer may have won the race
+    with an equally finished copy (its marker file is then present)."""
     try:
         os.rename(staging, target)
     except OSError:
-        if not target.exists():
+        if not any((target / marker).exists() for marker in (".complete", ".verified.json")):
             raise
 
 
@@ -344,6 +363,9 @@ def download_kaggle_dataset(slug, raw_root, expected_counts=None):
         except DataSourceError as error:
             log.warning("cached copy %s failed verification (%s); downloading again", target, error)
             shutil.rmtree(target)
+    elif target.exists():
+        log.warning("removing unverified download %s (an interrupted earlier attempt)", target)
+        shutil.rmtree(target)
     where = find_kaggle_credentials()
     if where is None:
         raise DataSourceError(_NO_CREDENTIALS)
@@ -367,9 +389,8 @@ def download_kaggle_dataset(slug, raw_root, expected_counts=None):
 
 def _download(slug, folder):
     folder.mkdir(parents=True)
-    api = _kaggle_api()
-    try:
-        api.dataset_download_files(slug, path=str(folder), quiet=True, unzip=False)
+    try:  # authentication may already go online (token introspection): explain its failures too
+        _kaggle_api().dataset_download_files(slug, path=str(folder), quiet=True, unzip=False)
     except DataSourceError:
         raise
     except Exception as error:

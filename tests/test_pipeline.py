@@ -48,6 +48,7 @@ def test_run_executes_every_notebook_in_order_and_keeps_each_executed_copy(tmp_p
         executed = nbformat.read(run_dir / "notebooks" / f"{name}.ipynb", as_version=4)
         injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
         assert str(run_dir.resolve()) in injected[0].source
+        assert (run_dir / "notebooks" / f"{name}.kernel.log").is_file(), "kernel stderr goes to a log"
     assert params.load_run(run_dir).seed == 7
     provenance = json.loads((run_dir / "provenance.json").read_text())
     assert provenance["seed"] == 7 and provenance["packages"]["papermill"]

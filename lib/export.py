@@ -1,0 +1,305 @@
+"""Convert a trained Keras model to a TensorFlow.js graph model, with metadata, sizes and parity numbers.
+
+Route (the one that loads in TF.js 4.22 from Keras 3, see shared/ECOSYSTEM.md): an inference-only
+SavedModel whose endpoint calls `model(x, training=False)` (so no augmentation layer runs), converted by
+the `tensorflowjs` converter with `--input_format=tf_saved_model --output_format=tfjs_graph_model`.
+A conversion is written to a temporary folder and renamed into place only when complete, so a killed
+run never leaves a half model that the page would load.
+"""
+
+import datetime
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from lib.errors import ExportError
+
+logger = logging.getLogger(__name__)
+
+# converter flags per quantization option; they quantize the weights only (activations stay float32).
+# uint8 is per tensor: batch-norm multipliers spanning 0.05..33 (ImageNet MobileNet) would round the small
+# ones to 0 (top-1 agreement 19% measured), so those tiny vectors stay float16 (+0.5% size; 71% measured).
+QUANTIZATIONS = {"none": [], "float16": ["--quantize_float16"],
+                 "uint8": ["--quantize_float16=*/batchnorm/*", "--quantize_uint8"]}
+# the issue's floors: float32 must match Keras closely; quantized models must agree on the top class
+FLOORS = {"none": {"max_abs_diff": 1e-4, "top1_agreement": 1.0},
+          "float16": {"max_abs_diff": None, "top1_agreement": 0.98},
+          "uint8": {"max_abs_diff": None, "top1_agreement": 0.98}}
+DISCLAIMER = ("Research demo, not a diagnosis. This model was trained on a small public dataset and has not been "
+              "validated for clinical use. It can be wrong, including for dangerous lesions. If a skin lesion "
+              "worries you, changes, bleeds or itches, see a doctor or dermatologist.")
+EXPECTED_INPUT = {"layout": "NHWC", "dtype": "float32", "range": [0, 255], "color": "RGB",
+                  "note": "raw RGB pixel values 0-255; preprocessing (scaling) happens inside the model",
+                  "resize_mode": "squash: the whole image resized to size x size, aspect ratio not kept"}
+SIGNATURE = "serve"
+
+
+def check_quantize(quantize):
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"unknown quantization {quantize!r}; choose one of: {', '.join(QUANTIZATIONS)}")
+    return quantize
+
+
+def export_saved_model(model, saved_model_dir, image_size):
+    """Write an inference-only SavedModel of `model` to `saved_model_dir` (must not exist).
+
+    Endpoint "serve": float32 (None, image_size, image_size, 3) raw RGB 0-255 -> model(x, training=False)."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name=SIGNATURE, fn=lambda images: model(images, training=False),
+        input_signature=[tf.TensorSpec(shape=(None, image_size, image_size, 3), dtype=tf.float32, name="images")])
+    archive.write_out(str(saved_model_dir), verbose=False)
+    return Path(saved_model_dir)
+
+
+def convert_saved_model(saved_model_dir, output_dir, quantize="none", timeout_seconds=600):
+    """Run the tensorflowjs converter (this interpreter's package, in a subprocess: ~1 GB RAM, 5-8 s)
+    on `saved_model_dir`, writing model.json + group*.bin to `output_dir`. Returns `output_dir`."""
+    command = [sys.executable, "-c", "import sys; from tensorflowjs.converters.converter import pip_main; "
+               "sys.exit(pip_main())",
+               # the quantize flags take an optional value: keep them before other flags, not before the paths
+               *QUANTIZATIONS[check_quantize(quantize)],
+               "--input_format=tf_saved_model", "--output_format=tfjs_graph_model",
+               f"--signature_name={SIGNATURE}", "--saved_model_tags=serve", str(saved_model_dir), str(output_dir)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_seconds)
+    except subprocess.TimeoutExpired as error:
+        raise ExportError(f"tensorflowjs_converter did not finish within {timeout_seconds} s") from error
+    if result.returncode != 0 or not (Path(output_dir) / "model.json").is_file():
+        raise ExportError(f"tensorflowjs_converter failed on {saved_model_dir} (exit {result.returncode}):\n"
+                          f"{result.stderr[-3000:]}")
+    return Path(output_dir)
+
+
+def build_metadata(classes, image_size, run_name, quantize, metrics=None, date=None):
+    """The page's metadata.json content: classes (order = model outputs), input, run, metrics, disclaimer.
+
+    `classes` is data/classes.json's dict ({"labels", "classes", "long_names"}); `metrics` metrics.json or None."""
+    return {
+        "run_name": run_name,
+        "date": date or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "labels": classes.get("labels"),
+        "classes": list(classes["classes"]),
+        "long_names": {name: classes.get("long_names", {}).get(name, name) for name in classes["classes"]},
+        "input": {"size": int(image_size), "shape": [None, int(image_size), int(image_size), 3], **EXPECTED_INPUT},
+        "quantization": quantize,
+        "test_metrics": metrics,
+        "disclaimer": DISCLAIMER,
+    }
+
+
+def directory_size(folder):
+    """Total size in bytes of the files in `folder` (model.json + weight shards)."""
+    return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())
+
+
+def verify_tfjs_model(tfjs_dir, image_size=None):
+    """Check that `tfjs_dir` holds a graph model TF.js can load: model.json parses, every weight shard is
+    there and decodes to the declared shapes (tensorflowjs.read_weights). Returns model.json's dict."""
+    from tensorflowjs import read_weights
+
+    model_json = Path(tfjs_dir) / "model.json"
+    if not model_json.is_file():
+        raise ExportError(f"no model.json in {tfjs_dir}: convert the model first (notebook 05_convert_tfjs)")
+    spec = json.loads(model_json.read_text())
+    if spec.get("format") != "graph-model" or not spec.get("modelTopology", {}).get("node"):
+        raise ExportError(f"{model_json} is not a TF.js graph model (format {spec.get('format')!r})")
+    try:
+        weights = read_weights.read_weights(spec["weightsManifest"], str(tfjs_dir), flatten=True)
+    except (OSError, ValueError) as error:
+        raise ExportError(f"the weights of {model_json} do not load: {error}") from error
+    declared = [entry for group in spec["weightsManifest"] for entry in group["weights"]]
+    for entry, array in zip(declared, weights):
+        if list(array["data"].shape) != list(entry["shape"]):
+            raise ExportError(f"weight {entry['name']} in {tfjs_dir} has shape {array['data'].shape}, "
+                              f"model.json says {entry['shape']}")
+    inputs = spec.get("signature", {}).get("inputs", {})
+    if image_size is not None and inputs:
+        dims = [int(d.get("size", -1)) for d in next(iter(inputs.values()))["tensorShape"]["dim"]]
+        if dims[1:] != [image_size, image_size, 3]:
+            raise ExportError(f"{model_json} takes input {dims}, expected (-1, {image_size}, {image_size}, 3)")
+    return spec
+
+
+def install_model(converted_dir, metadata, run_dir):
+    """Write metadata.json into `converted_dir`, then rename it to `run_dir`/tfjs, replacing any old model
+    only once the new one is complete. Returns the final folder."""
+    converted_dir, target = Path(converted_dir), Path(run_dir) / "tfjs"
+    (converted_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=".tfjs-old-", dir=run_dir))
+        target.rename(old / "tfjs")
+    converted_dir.rename(target)
+    if old is not None:
+        shutil.rmtree(old)
+    logger.info("TF.js model written to %s (%d bytes)", target, directory_size(target))
+    return target
+
+
+def select_parity_images(run_dir, count, image_size):
+    """The first `count` test images of data/manifest.csv, taken in turn from each class (sorted by image_id)
+    so every class shows up. Returns (image_ids, uint8 RGB array of shape (n, image_size, image_size, 3))."""
+    import pandas as pd
+    from PIL import Image
+
+    manifest = pd.read_csv(Path(run_dir) / "data" / "manifest.csv")
+    test = manifest[manifest["split"] == "test"].sort_values("image_id")
+    if test.empty:
+        raise ExportError(f"no test images in {run_dir}/data/manifest.csv: parity needs split == 'test' rows")
+    rank = test.groupby("label").cumcount()
+    chosen = test.assign(rank=rank).sort_values(["rank", "label"]).head(count)
+    images = np.stack([np.asarray(Image.open(Path(run_dir) / path).convert("RGB")) for path in chosen["path"]])
+    if images.shape[1:] != (image_size, image_size, 3):
+        raise ExportError(f"test images in {run_dir} are {images.shape[1:]}, the model takes "
+                          f"({image_size}, {image_size}, 3): rerun 02_preprocess with this image_size")
+    return list(chosen["image_id"]), images
+
+
+def compare_probabilities(reference, candidate):
+    """Max absolute difference and top-1 agreement of two (n, classes) probability arrays."""
+    reference, candidate = np.asarray(reference, dtype=np.float64), np.asarray(candidate, dtype=np.float64)
+    if reference.shape != candidate.shape:
+        raise ExportError(f"converted model gives shape {candidate.shape}, Keras {reference.shape}")
+    return {"images": int(len(reference)), "max_abs_diff": float(np.max(np.abs(reference - candidate))),
+            "top1_agreement": float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1)))}
+
+
+def saved_model_probabilities(saved_model_dir, images):
+    """Probabilities from the exported SavedModel itself (Python side): shows the export kept the model."""
+    endpoint = tf.saved_model.load(str(saved_model_dir)).signatures[SIGNATURE]
+    outputs = endpoint(images=tf.constant(images, dtype=tf.float32))
+    return next(iter(outputs.values())).numpy()
+
+
+def browser_probabilities(tfjs_dir, images, backend="wasm", timeout_seconds=120):
+    """Run the TF.js model in `tfjs_dir` on `images` (n, S, S, 3 raw RGB 0-255) in headless Chromium with the
+    project's TF.js (web/node_modules). Returns {"probabilities", "backend", "browser", "milliseconds"}."""
+    from lib import browser, serve
+
+    with tempfile.TemporaryDirectory(prefix="parity-") as parity_dir:
+        data = np.ascontiguousarray(images, dtype="<f4")
+        (Path(parity_dir) / "images.bin").write_bytes(data.tobytes())
+        (Path(parity_dir) / "images.json").write_text(json.dumps({"shape": list(data.shape)}))
+        server = serve.make_server({"/": serve.WEB_DIR, "/model/": tfjs_dir, "/parity/": parity_dir})
+        try:
+            url = serve.start_in_thread(server)
+            return browser.run_script("parity.mjs", {"url": url, "backend": backend,
+                                                     "timeout_ms": timeout_seconds * 1000},
+                                      timeout_seconds=timeout_seconds + 30)
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+def browser_parity(tfjs_dir, images, keras_probabilities, quantize, mode="auto"):
+    """Parity of the TF.js model in Chromium against Keras, with the floors for `quantize`.
+
+    mode "on": missing chromium/node raise ExportError; "auto": recorded as not measured, with the reason;
+    "off": not measured. Returns {"measured", "max_abs_diff", "top1_agreement", "passes", ...}."""
+    from lib import browser
+
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"unknown browser_parity {mode!r}; choose one of: auto, on, off")
+    missing = browser.missing_tools() if mode != "off" else []
+    if mode == "off" or (missing and mode == "auto"):
+        reason = "export.browser_parity is off" if mode == "off" else (
+            f"missing {', '.join(missing)} ({browser.INSTALL_HINT})")
+        logger.warning("TF.js parity NOT measured in a browser: %s", reason)
+        return {"measured": False, "reason": reason}
+    result = browser_probabilities(tfjs_dir, images)
+    numbers = compare_probabilities(keras_probabilities, result["probabilities"])
+    floor = FLOORS[quantize]
+    passes = numbers["top1_agreement"] >= floor["top1_agreement"] and (
+        floor["max_abs_diff"] is None or numbers["max_abs_diff"] <= floor["max_abs_diff"])
+    return {"measured": True, **numbers, "floor": floor, "passes": bool(passes), "backend": result["backend"],
+            "browser": result.get("browser"), "milliseconds": round(result["milliseconds"], 1)}
+
+
+def load_run_model(run_dir):
+    """Load `run_dir`/model/best.keras (raw RGB 0-255 in, probabilities out) for inference."""
+    import lib.models  # noqa: F401  (registers the project's custom layers and backbones before loading)
+
+    path = Path(run_dir) / "model" / "best.keras"
+    if not path.is_file():
+        raise ExportError(f"no trained model at {path}: run notebook 03_train first")
+    return keras.models.load_model(path, compile=False)
+
+
+def export_run(run_dir, quantize="none", parity_images=16, browser_parity_mode="auto", run_name=None,
+               model=None, compare_quantizations=tuple(QUANTIZATIONS)):
+    """Notebook 05's job: convert the run's model with every option in `compare_quantizations` (sizes and
+    parity for each), install the `quantize` one with metadata.json as `run_dir`/tfjs, write export.json.
+
+    `model` defaults to run_dir/model/best.keras. Raises ExportError if the installed option misses its
+    parity floor (the previous tfjs/ is then left untouched). Returns export.json's content."""
+    run_dir = Path(run_dir)
+    for stale in [*run_dir.glob(".export-*"), *run_dir.glob(".tfjs-old-*")]:  # left by a killed export
+        logger.info("removing %s, left by an interrupted export", stale)
+        shutil.rmtree(stale)
+    options = list(dict.fromkeys([check_quantize(quantize), *map(check_quantize, compare_quantizations)]))
+    model = model if model is not None else load_run_model(run_dir)
+    image_size = int(model.input_shape[1])
+    classes = json.loads((run_dir / "data" / "classes.json").read_text())
+    metrics_path = run_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    image_ids, images = select_parity_images(run_dir, parity_images, image_size)
+    keras_probabilities = model.predict(images.astype("float32"), verbose=0)
+    work_dir = Path(tempfile.mkdtemp(prefix=".export-", dir=run_dir))
+    try:
+        saved_model_dir = export_saved_model(model, work_dir / "saved_model", image_size)
+        report = {"run_name": run_name or run_dir.name, "quantize": quantize, "image_size": image_size,
+                  "parity_image_ids": image_ids,
+                  "saved_model_parity": compare_probabilities(
+                      keras_probabilities, saved_model_probabilities(saved_model_dir, images)),
+                  "options": {}}
+        for option in options:
+            converted = convert_saved_model(saved_model_dir, work_dir / f"tfjs-{option}", option)
+            verify_tfjs_model(converted, image_size)
+            report["options"][option] = {"size_bytes": directory_size(converted),
+                                         "parity": browser_parity(converted, images, keras_probabilities,
+                                                                  option, browser_parity_mode)}
+            logger.info("%s: %d bytes, parity %s", option, report["options"][option]["size_bytes"],
+                        report["options"][option]["parity"])
+        chosen = report["options"][quantize]["parity"]
+        report["browser_parity_measured"] = chosen["measured"]
+        if chosen["measured"] and not chosen["passes"]:
+            write_json(run_dir / "export.json", report)
+            raise ExportError(f"the {quantize} TF.js model disagrees with Keras in the browser beyond the floor "
+                              f"{chosen['floor']}: {chosen}; see {run_dir / 'export.json'}")
+        metadata = build_metadata(classes, image_size, report["run_name"], quantize, metrics)
+        install_model(work_dir / f"tfjs-{quantize}", metadata, run_dir)
+        write_json(run_dir / "export.json", report)
+        return report
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def write_json(path, content):
+    """Write JSON via a temporary file and a rename, so readers never see half a file."""
+    temporary = Path(path).with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(content, indent=2) + "\n")
+    temporary.replace(path)
+
+
+def parity_table(report):
+    """export.json's options as a DataFrame: size, max abs diff, top-1 agreement, floor met, per quantization."""
+    import pandas as pd
+
+    rows = []
+    for option, result in report["options"].items():
+        parity = result["parity"]
+        rows.append({"quantization": option, "size_kb": round(result["size_bytes"] / 1024, 1),
+                     "max_abs_diff": parity.get("max_abs_diff"), "top1_agreement": parity.get("top1_agreement"),
+                     "floor_met": parity.get("passes"), "browser": parity.get("backend") or parity.get("reason"),
+                     "installed": option == report["quantize"]})
+    return pd.DataFrame(rows).set_index("quantization")

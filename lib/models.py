@@ -1,0 +1,218 @@
+"""Classifiers: a backbone from `keras.applications` (or a small CNN) with its preprocessing inside
+the model and a configurable head.
+
+Every model built here has the same structure, which evaluation (Grad-CAM), the feature cache and
+the TF.js export rely on:
+
+    image (None, S, S, 3) float RGB in [0, 255]
+      -> "preprocess" layer (the backbone's own preprocess_input, serializable, no Lambda)
+      -> "backbone" (a nested functional model: conv feature maps, (None, h, w, c))
+      -> "pool" (GlobalAveragePooling2D or GlobalMaxPooling2D, (None, c))
+      -> head: [Dense "dense_i" + Dropout "dropout_i"] per hidden layer, Dropout "dropout",
+         Dense "predictions" (float32 probabilities, order of classes.json)
+
+No random augmentation layer is ever part of the model (it would run at inference in TF.js).
+"""
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from lib.errors import TrainingError
+
+log = logging.getLogger(__name__)
+
+# ImageNet channel means in BGR order, as `keras.applications.imagenet_utils` 'caffe' mode uses them
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+@keras.saving.register_keras_serializable(package="lib.models")
+class CaffePreprocess(layers.Layer):
+    """VGG-style `preprocess_input` ('caffe' mode): RGB [0, 255] -> BGR with the ImageNet mean subtracted."""
+
+    def call(self, inputs):
+        bgr = inputs[..., ::-1]
+        return bgr - keras.ops.convert_to_tensor(CAFFE_MEAN_BGR, dtype=bgr.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def small_cnn(input_shape, weights=None, alpha=1.0, name="small_cnn"):
+    """A small from-scratch conv net for the demo and tests: four conv blocks, widths 32*alpha.. 128*alpha."""
+    if weights == "imagenet":
+        raise TrainingError("small_cnn has no ImageNet weights; use model.weights: null or a weights file")
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for block, width in enumerate((32, 64, 96, 128)):
+        # no BatchNormalization: on small, mostly-background images its moving statistics lag the
+        # batch statistics enough to make validation predictions collapse onto one class for many epochs
+        x = layers.Conv2D(max(8, int(width * alpha)), 3, padding="same", activation="relu",
+                          kernel_initializer="he_normal", name=f"conv{block}")(x)
+        if block < 3:
+            x = layers.MaxPooling2D(name=f"pool{block}")(x)
+    model = keras.Model(inputs, x, name=name)
+    if weights is not None:
+        model.load_weights(weights)
+    return model
+
+
+def _application(constructor, takes_alpha=False):
+    def build(input_shape, weights, alpha, name):
+        extra = {"alpha": alpha} if takes_alpha else {}
+        return constructor(include_top=False, weights=weights, input_shape=input_shape, name=name, **extra)
+    return build
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    build: object  # (input_shape, weights, alpha, name) -> keras.Model producing conv feature maps
+    preprocess: str  # key of PREPROCESSING: how raw [0, 255] RGB is turned into what the backbone expects
+
+
+BACKBONES = {
+    "mobilenet": Backbone(_application(keras.applications.MobileNet, takes_alpha=True), "tf"),
+    "mobilenet_v2": Backbone(_application(keras.applications.MobileNetV2, takes_alpha=True), "tf"),
+    "vgg19": Backbone(_application(keras.applications.VGG19), "caffe"),
+    # EfficientNet rescales and normalises inside keras.applications already: it takes [0, 255]
+    "efficientnet_b0": Backbone(_application(keras.applications.EfficientNetB0), "none"),
+    "small_cnn": Backbone(small_cnn, "unit"),
+}
+
+PREPROCESSING = {
+    "tf": lambda: layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess"),  # [-1, 1]
+    "caffe": lambda: CaffePreprocess(name="preprocess"),
+    "unit": lambda: layers.Rescaling(1 / 255.0, name="preprocess"),  # [0, 1]
+    "none": lambda: layers.Identity(name="preprocess"),
+}
+
+POOLING = {"avg": layers.GlobalAveragePooling2D, "max": layers.GlobalMaxPooling2D}
+HEADS = ("pooled", "dense")
+RECIPE_B_DENSE_UNITS = (512, 512, 512)
+
+
+def _choose(registry, name, what):
+    if name not in registry:
+        raise ValueError(f"unknown {what} {name!r}; choose one of: {', '.join(registry)}")
+    return registry[name]
+
+
+def build_backbone(backbone, image_size, weights=None, alpha=1.0):
+    """The backbone alone, named "backbone": (None, S, S, 3) preprocessed input -> conv feature maps.
+
+    `weights`: "imagenet" (downloaded by Keras), None (random init) or the path of a weights file.
+    """
+    spec = _choose(BACKBONES, backbone, "backbone")
+    if weights not in (None, "imagenet"):
+        path = Path(str(weights))
+        if not path.is_file():
+            raise TrainingError(f"no weights file at {weights!r} (model.weights); use imagenet, null or the "
+                                f"path of an existing .h5 weights file")
+        weights = str(path)
+    try:
+        # built under its final name: re-wrapping it in another keras.Model breaks MirroredStrategy replicas
+        return spec.build((image_size, image_size, 3), weights, alpha, "backbone")
+    except ValueError:
+        raise
+    except Exception as error:  # Keras reports a failed download as a bare Exception("URL fetch failure ...")
+        if weights == "imagenet":
+            raise TrainingError(
+                f"cannot download the ImageNet weights of {backbone} (offline?): {error}. Download the "
+                f"'no_top' .h5 file elsewhere and set model.weights: <path to it>, or use model.weights: null"
+            ) from error
+        raise TrainingError(f"cannot build backbone {backbone} with weights {weights!r}: {error}") from error
+
+
+def set_trainable_layers(model, trainable_layers):
+    """Freeze the backbone of `model` except its last `trainable_layers` layers (-1: all trainable,
+    0: all frozen). Frozen BatchNormalization layers run in inference mode (Keras 3 does that for
+    any BatchNormalization whose `trainable` is False). Recompile afterwards."""
+    if trainable_layers < -1:
+        raise ValueError(f"trainable_layers must be -1 (all), 0 (frozen) or N > 0; got {trainable_layers}")
+    backbone = model.get_layer("backbone")
+    backbone.trainable = trainable_layers != 0
+    if trainable_layers > 0:
+        for layer in backbone.layers[:-trainable_layers]:
+            layer.trainable = False
+    return model
+
+
+def build_model(backbone, num_classes, image_size, alpha=1.0, weights=None, head="pooled", pooling="avg",
+                dense_units=(), dropout=0.25, trainable_layers=-1, output_activation="softmax",
+                clear_session=True):
+    """Build the full classifier (structure in the module docstring).
+
+    head "pooled" (recipe A): pool, Dropout(dropout), Dense(num_classes).
+    head "dense" (recipe B): pool, then Dense(u, relu) + Dropout(dropout) for each u in `dense_units`
+    (empty: [512, 512, 512]), then Dense(num_classes).
+    `output_activation`: softmax | sigmoid. `clear_session` resets Keras' global state first, so
+    repeated builds in one kernel do not grow memory (pass False inside a distribution strategy scope).
+    """
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2; got {num_classes}")
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; choose one of: {', '.join(HEADS)}")
+    if output_activation not in ("softmax", "sigmoid"):
+        raise ValueError(f"unknown output_activation {output_activation!r}; choose one of: softmax, sigmoid")
+    if head == "pooled" and dense_units:
+        raise ValueError("dense_units is used by head: dense only; remove it or set head: dense")
+    pool_layer = _choose(POOLING, pooling, "pooling")
+    _choose(BACKBONES, backbone, "backbone")
+    if clear_session:
+        keras.backend.clear_session()
+
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = PREPROCESSING[BACKBONES[backbone].preprocess]()(inputs)
+    x = build_backbone(backbone, image_size, weights=weights, alpha=alpha)(x)
+    x = pool_layer(name="pool")(x)
+    hidden = (list(dense_units) or list(RECIPE_B_DENSE_UNITS)) if head == "dense" else []
+    for index, units in enumerate(hidden):
+        x = layers.Dense(units, activation="relu", name=f"dense_{index}")(x)
+        x = layers.Dropout(dropout, name=f"dropout_{index}")(x)
+    if not hidden:
+        x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(num_classes, activation=output_activation, dtype="float32", name="predictions")(x)
+    model = keras.Model(inputs, outputs, name=f"{backbone}_{head}")
+    set_trainable_layers(model, trainable_layers)
+    log.info("built %s: %d parameters, backbone %s", model.name, model.count_params(),
+             "trainable" if trainable_layers == -1 else f"trainable_layers={trainable_layers}")
+    return model
+
+
+def head_layers(model):
+    """The layers after "pool", in order (the head that the feature cache trains)."""
+    names = [layer.name for layer in model.layers]
+    return model.layers[names.index("pool") + 1:]
+
+
+def _apply(layer_list, tensor):
+    for layer in layer_list:
+        tensor = layer(tensor)
+    return tensor
+
+
+def head_model(model):
+    """The head alone, sharing its layers (and weights) with `model`: pooled features (None, c) ->
+    probabilities. Training it trains `model`'s head."""
+    inputs = keras.Input(model.get_layer("pool").output.shape[1:], name="features")
+    return keras.Model(inputs, _apply(head_layers(model), inputs), name="head")
+
+
+def feature_model(model):
+    """Raw image (None, S, S, 3) in [0, 255] -> pooled backbone features (None, c), sharing weights."""
+    return keras.Model(model.inputs, model.get_layer("pool").output, name="features")
+
+
+def gradcam_parts(model):
+    """Split `model` for Grad-CAM: `conv_model` maps raw RGB [0, 255] (None, S, S, 3) to the backbone's
+    last conv activations (None, h, w, c); `classifier` maps those activations to probabilities.
+    Both share weights with `model`."""
+    conv_output = model.get_layer("pool").input
+    conv_model = keras.Model(model.inputs, conv_output, name="conv")
+    inputs = keras.Input(conv_output.shape[1:], name="conv_features")
+    classifier = keras.Model(inputs, _apply([model.get_layer("pool")] + head_layers(model), inputs),
+                             name="classifier")
+    return conv_model, classifier

@@ -1,0 +1,110 @@
+"""Specification of lib.models: every backbone and head builds at small sizes with weights null,
+preprocessing lives inside the model, saved models reload with plain keras.models.load_model."""
+
+import keras
+import numpy as np
+import pytest
+
+from lib import models
+from lib.errors import TrainingError
+
+
+def raw_images(count=2, size=32, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (count, size, size, 3)).astype("float32")
+
+
+@pytest.mark.parametrize("backbone, options", [
+    ("small_cnn", {}),
+    ("mobilenet", {"alpha": 0.25}),
+    ("mobilenet_v2", {"alpha": 0.35}),
+    ("vgg19", {"head": "dense", "pooling": "max", "dense_units": [8, 8]}),
+    ("efficientnet_b0", {"output_activation": "sigmoid"}),
+])
+def test_each_backbone_builds_and_reloads_from_keras_file(backbone, options, tmp_path):
+    model = models.build_model(backbone, num_classes=3, image_size=32, weights=None, trainable_layers=0,
+                               **options)
+    assert model.input.shape == (None, 32, 32, 3)
+    assert [layer.name for layer in model.layers[:4]] == ["image", "preprocess", "backbone", "pool"]
+    assert model.layers[-1].name == "predictions"
+    probabilities = model.predict(raw_images(), verbose=0)
+    assert probabilities.shape == (2, 3)
+    if options.get("output_activation") != "sigmoid":
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    model.save(tmp_path / "model.keras")
+    reloaded = keras.models.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(reloaded.predict(raw_images(), verbose=0), probabilities, atol=1e-6)
+    assert not any(type(layer).__name__.startswith("Random") for layer in reloaded._flatten_layers())
+
+
+def test_recipe_b_dense_head_has_three_512_unit_layers_with_dropout():
+    model = models.build_model("small_cnn", num_classes=2, image_size=32, head="dense", pooling="max",
+                               dropout=0.3)
+    dense = [layer for layer in models.head_layers(model) if isinstance(layer, keras.layers.Dense)]
+    assert [layer.units for layer in dense] == [512, 512, 512, 2]
+    assert [layer.rate for layer in models.head_layers(model) if isinstance(layer, keras.layers.Dropout)] == [0.3] * 3
+    assert isinstance(model.get_layer("pool"), keras.layers.GlobalMaxPooling2D)
+
+
+def test_vgg_preprocessing_is_caffe_mode_inside_the_model():
+    pixels = raw_images(size=8)
+    model = models.build_model("vgg19", num_classes=2, image_size=32, weights=None)
+    expected = keras.applications.vgg19.preprocess_input(pixels.copy())
+    np.testing.assert_allclose(model.get_layer("preprocess")(pixels), expected, atol=1e-4)
+
+
+def test_mobilenet_preprocessing_maps_pixels_to_minus_one_one():
+    model = models.build_model("mobilenet", num_classes=2, image_size=32, alpha=0.25)
+    pixels = raw_images(size=8)
+    expected = keras.applications.mobilenet.preprocess_input(pixels.copy())
+    np.testing.assert_allclose(model.get_layer("preprocess")(pixels), expected, atol=1e-5)
+
+
+def test_trainable_layers_freezes_all_but_the_last_n_backbone_layers():
+    model = models.build_model("mobilenet", num_classes=2, image_size=32, alpha=0.25, trainable_layers=5)
+    backbone_layers = model.get_layer("backbone").layers
+    assert [layer.trainable for layer in backbone_layers[-5:]] == [True] * 5
+    assert not any(layer.trainable for layer in backbone_layers[:-5])
+    frozen = models.build_model("mobilenet", num_classes=2, image_size=32, alpha=0.25, trainable_layers=0)
+    assert frozen.get_layer("backbone").trainable_weights == []
+    assert frozen.get_layer("predictions").trainable
+
+
+def test_frozen_batch_norm_runs_in_inference_mode():
+    model = models.build_model("small_cnn", num_classes=2, image_size=32, trainable_layers=0, dropout=0.0)
+    images = raw_images(count=4)
+    np.testing.assert_allclose(model(images, training=True), model(images, training=False), atol=1e-6)
+
+
+def test_gradcam_parts_recompose_the_model():
+    model = models.build_model("small_cnn", num_classes=3, image_size=32)
+    conv_model, classifier = models.gradcam_parts(model)
+    activations = conv_model(raw_images())
+    assert activations.shape == (2, 4, 4, 128)
+    np.testing.assert_allclose(classifier(activations), model(raw_images()), atol=1e-6)
+
+
+def test_unknown_backbone_lists_the_choices():
+    with pytest.raises(ValueError, match="unknown backbone 'mobilenetv1'; choose one of: mobilenet, "):
+        models.build_model("mobilenetv1", num_classes=2, image_size=32)
+
+
+def test_missing_weights_file_is_a_training_error(tmp_path):
+    with pytest.raises(TrainingError, match="no weights file at .*nothere.h5"):
+        models.build_model("mobilenet", num_classes=2, image_size=32, weights=str(tmp_path / "nothere.h5"))
+
+
+def test_failed_imagenet_download_explains_the_local_file_fix(monkeypatch):
+    def offline(*args, **kwargs):  # what Keras raises when storage.googleapis.com is unreachable
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: Name or service not known")
+    monkeypatch.setitem(models.BACKBONES, "vgg19", models.Backbone(offline, "caffe"))
+    with pytest.raises(TrainingError, match="offline.*model.weights: <path"):
+        models.build_model("vgg19", num_classes=2, image_size=32, weights="imagenet")
+
+
+def test_backbone_weights_load_from_a_local_file(tmp_path):
+    trained = models.build_model("small_cnn", num_classes=2, image_size=32)
+    path = tmp_path / "backbone.weights.h5"
+    trained.get_layer("backbone").save_weights(path)
+    features = models.feature_model(trained).predict(raw_images(), verbose=0)
+    rebuilt = models.build_model("small_cnn", num_classes=2, image_size=32, weights=str(path))
+    np.testing.assert_allclose(models.feature_model(rebuilt).predict(raw_images(), verbose=0), features, atol=1e-6)

@@ -93,8 +93,15 @@ def _tree_rss_bytes(root_pid):
     return total, largest
 
 
+def available_memory_mb():
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return float("inf")
+
+
 def run_measured(command, env=None, cwd=PROJECT_ROOT, timeout_seconds=None, stop_after_seconds=None,
-                 log_path=None, sample_seconds=0.25):
+                 log_path=None, sample_seconds=0.25, min_available_mb=2500):
     """Run `command` as a child, sampling the RSS of its process tree; return
     {"seconds", "returncode", "max_rss_mb" (peak RSS of the largest single process: wait4's ru_maxrss,
     which covers reaped descendants, or the largest sampled value if higher, e.g. for a stopped run whose
@@ -102,7 +109,9 @@ def run_measured(command, env=None, cwd=PROJECT_ROOT, timeout_seconds=None, stop
     (True when ended by `stop_after_seconds`), "output"}.
 
     `stop_after_seconds`: end the child and its descendants (SIGTERM) after that long, for runs whose
-    memory has reached its plateau and whose end would only cost time; the caller says so in its table."""
+    memory has reached its plateau and whose end would only cost time; the caller says so in its table.
+    `min_available_mb`: the machine is shared, so a child is also ended when the machine's available
+    memory falls below this ("low_memory": True; its peak is then a lower bound)."""
     log_file = open(log_path, "w") if log_path else subprocess.PIPE
     started = time.monotonic()
     process = subprocess.Popen(command, env=env or child_env(), cwd=cwd, stdout=log_file,
@@ -123,12 +132,13 @@ def run_measured(command, env=None, cwd=PROJECT_ROOT, timeout_seconds=None, stop
         reader = threading.Thread(target=lambda: output_chunks.append(process.stdout.read()), daemon=True)
         reader.start()
     limit = min(filter(None, [timeout_seconds, stop_after_seconds]), default=None)
-    stopped = False
+    stopped = low_memory = False
     while True:
         pid, status, usage = os.wait4(process.pid, os.WNOHANG)
         if pid:
             break
-        if limit is not None and time.monotonic() - started > limit:
+        low_memory = available_memory_mb() < min_available_mb
+        if low_memory or (limit is not None and time.monotonic() - started > limit):
             stopped = True
             for pid in reversed(_descendants(process.pid)):  # only the processes this call started
                 try:
@@ -148,9 +158,9 @@ def run_measured(command, env=None, cwd=PROJECT_ROOT, timeout_seconds=None, stop
     else:
         log_file.close()
         output = Path(log_path).read_text(errors="replace")
-    if stopped and stop_after_seconds is None:
+    if stopped and stop_after_seconds is None and not low_memory:
         raise TimeoutError(f"{' '.join(map(str, command))} did not finish within {timeout_seconds} s")
-    return {"seconds": seconds, "returncode": process.returncode, "stopped": stopped,
+    return {"seconds": seconds, "returncode": process.returncode, "stopped": stopped, "low_memory": low_memory,
             "load_average_1min": round(os.getloadavg()[0], 1),
             "max_rss_mb": max(usage.ru_maxrss / 1024, peak[1] / 2**20), "tree_peak_rss_mb": peak[0] / 2**20,
             "output": output}

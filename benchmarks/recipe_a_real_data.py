@@ -66,7 +66,21 @@ def read_row(variant, run_dir, pipeline_seconds=None):
             "notebooks s": round(sum(entry["seconds"] for entry in progress.values()), 1),
             "majority balanced acc": metrics["baselines"]["majority"]["balanced_accuracy"],
             "export": {option: result["size_bytes"] for option, result in export.get("options", {}).items()},
-            "_counts": counts}
+            "export_note": export_note(progress, export), "_counts": counts}
+
+
+def export_note(progress, export):
+    """None when notebook 05 finished; else what export.json says about the failed conversion."""
+    if "05_convert_tfjs" in progress:
+        return None
+    parts = []
+    for option, result in export.get("options", {}).items():
+        parity = result.get("parity", {})
+        if parity.get("measured"):
+            parts.append(f"{option}: {result['size_bytes'] / 2**20:.1f} MB, browser top-1 agreement "
+                         f"{parity['top1_agreement']:.2f}, max abs diff {parity['max_abs_diff']:.2g}"
+                         f"{'' if parity.get('passes') else ' (misses its floor)'}")
+    return "notebook 05_convert_tfjs did not finish" + (f"; export.json: {'; '.join(parts)}" if parts else "")
 
 
 def main(argv=None):
@@ -97,9 +111,10 @@ def main(argv=None):
             print("running:", " ".join(arguments), flush=True)
             result = common.run_measured(arguments, log_path=outputs / f"{name}.log")
             if result["returncode"] != 0:
-                failures.append(f"{variant}: exit {result['returncode']}, see {outputs / f'{name}.log'}")
                 print(result["output"][-3000:])
-                continue
+                if not finished(run_dir):  # a failure after 04_evaluate still leaves the metrics
+                    failures.append(f"{variant}: exit {result['returncode']}, see {outputs / f'{name}.log'}")
+                    continue
         if finished(run_dir):
             rows.append(read_row(variant, run_dir))
         else:
@@ -138,6 +153,7 @@ def main(argv=None):
         "",
         *[f"- {name}: {'PASS' if ok else 'FAIL'} ({detail})" for name, ok, detail in checks],
         *[f"- run failed: {failure}" for failure in failures],
+        *[f"- {row['weights']}: {row['export_note']}" for row in rows if row["export_note"]],
     ])
     if not args.no_results:
         common.update_results("recipe_a", markdown)

@@ -25,8 +25,8 @@ from lib.errors import ExportError
 logger = logging.getLogger(__name__)
 
 # converter flags per quantization option; they quantize the weights only (activations stay float32).
-# uint8 is per tensor: batch-norm multipliers spanning 0.05..33 (ImageNet MobileNet) would round the small
-# ones to 0 (top-1 agreement 19% measured), so those tiny vectors stay float16 (+0.5% size; 71% measured).
+# uint8 is per tensor: batch-norm multipliers spanning 0.05..33 (ImageNet MobileNet) round the small ones to 0
+# (top-1 agreement 19% measured with an untrained head), so those tiny vectors stay float16 (+0.5% size; 71-95%).
 QUANTIZATIONS = {"none": [], "float16": ["--quantize_float16"],
                  "uint8": ["--quantize_float16=*/batchnorm/*", "--quantize_uint8"]}
 # the issue's floors: float32 must match Keras closely; quantized models must agree on the top class
@@ -37,8 +37,7 @@ DISCLAIMER = ("Research demo, not a diagnosis. This model was trained on a small
               "validated for clinical use. It can be wrong, including for dangerous lesions. If a skin lesion "
               "worries you, changes, bleeds or itches, see a doctor or dermatologist.")
 EXPECTED_INPUT = {"layout": "NHWC", "dtype": "float32", "range": [0, 255], "color": "RGB",
-                  "note": "raw RGB pixel values 0-255; preprocessing (scaling) happens inside the model",
-                  "resize_mode": "squash: the whole image resized to size x size, aspect ratio not kept"}
+                  "note": "raw RGB pixel values 0-255; preprocessing (scaling) happens inside the model"}
 SIGNATURE = "serve"
 
 
@@ -80,17 +79,19 @@ def convert_saved_model(saved_model_dir, output_dir, quantize="none", timeout_se
     return Path(output_dir)
 
 
-def build_metadata(classes, image_size, run_name, quantize, metrics=None, date=None):
+def build_metadata(classes, image_size, run_name, quantize, metrics=None, resize_mode="squash", date=None):
     """The page's metadata.json content: classes (order = model outputs), input, run, metrics, disclaimer.
 
-    `classes` is data/classes.json's dict ({"labels", "classes", "long_names"}); `metrics` metrics.json or None."""
+    `classes` is data/classes.json's dict ({"labels", "classes", "long_names"}); `metrics` metrics.json or None;
+    `resize_mode` the run's data.resize_mode (the page implements "squash" and warns about the others)."""
     return {
         "run_name": run_name,
         "date": date or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "labels": classes.get("labels"),
         "classes": list(classes["classes"]),
         "long_names": {name: classes.get("long_names", {}).get(name, name) for name in classes["classes"]},
-        "input": {"size": int(image_size), "shape": [None, int(image_size), int(image_size), 3], **EXPECTED_INPUT},
+        "input": {"size": int(image_size), "shape": [None, int(image_size), int(image_size), 3], **EXPECTED_INPUT,
+                  "resize_mode": resize_mode},
         "quantization": quantize,
         "test_metrics": metrics,
         "disclaimer": DISCLAIMER,
@@ -236,7 +237,7 @@ def load_run_model(run_dir):
 
 
 def export_run(run_dir, quantize="none", parity_images=16, browser_parity_mode="auto", run_name=None,
-               model=None, compare_quantizations=tuple(QUANTIZATIONS)):
+               resize_mode="squash", model=None, compare_quantizations=tuple(QUANTIZATIONS)):
     """Notebook 05's job: convert the run's model with every option in `compare_quantizations` (sizes and
     parity for each), install the `quantize` one with metadata.json as `run_dir`/tfjs, write export.json.
 
@@ -276,7 +277,7 @@ def export_run(run_dir, quantize="none", parity_images=16, browser_parity_mode="
             write_json(run_dir / "export.json", report)
             raise ExportError(f"the {quantize} TF.js model disagrees with Keras in the browser beyond the floor "
                               f"{chosen['floor']}: {chosen}; see {run_dir / 'export.json'}")
-        metadata = build_metadata(classes, image_size, report["run_name"], quantize, metrics)
+        metadata = build_metadata(classes, image_size, report["run_name"], quantize, metrics, resize_mode)
         install_model(work_dir / f"tfjs-{quantize}", metadata, run_dir)
         write_json(run_dir / "export.json", report)
         return report

@@ -203,7 +203,7 @@ def head_model(model):
 
 def feature_model(model):
     """Raw image (None, S, S, 3) in [0, 255] -> pooled backbone features (None, c), sharing weights."""
-    return keras.Model(model.inputs, model.get_layer("pool").output, name="features")
+    return keras.Model(model.input, model.get_layer("pool").output, name="features")
 
 
 def gradcam_parts(model):
@@ -211,7 +211,7 @@ def gradcam_parts(model):
     last conv activations (None, h, w, c); `classifier` maps those activations to probabilities.
     Both share weights with `model`."""
     conv_output = model.get_layer("pool").input
-    conv_model = keras.Model(model.inputs, conv_output, name="conv")
+    conv_model = keras.Model(model.input, conv_output, name="conv")
     inputs = keras.Input(conv_output.shape[1:], name="conv_features")
     classifier = keras.Model(inputs, _apply([model.get_layer("pool")] + head_layers(model), inputs),
                              name="classifier")

@@ -113,7 +113,9 @@ def run_notebook(run_dir, notebook, kernel_name="python3", log_output=False, not
     executed.parent.mkdir(exist_ok=True)
     # Quiet TensorFlow's C++ logging in cell output, and let the kernel import `lib` from any cwd.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+    python_path = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if str(paths.PROJECT_ROOT) not in python_path:
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.PROJECT_ROOT), *python_path]))
     started = time.monotonic()
     try:
         papermill.execute_notebook(

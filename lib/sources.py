@@ -2,25 +2,25 @@
 kaggle), layout detection (HAM10000 metadata CSV + image folders, or class folders), scanning a raw
 dataset into records, and the label vocabulary (dx classes, benign/malignant).
 
-The pictures of the generated source are drawn by lib.images (pixel code lives there); the Kaggle
-download, its verification and its safe, atomic extraction are the last section of this module.
+The pictures of the generated source are drawn by lib.synthetic; the Kaggle download, its
+credentials and its safe, atomic extraction live in lib.kaggle (this module supplies the check that a
+download holds the expected images: `verify_dataset`).
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
-import stat
 import tempfile
-import zipfile
 from pathlib import Path
 
 import pandas as pd
 
-from lib import images, paths
+from lib import kaggle, paths, synthetic
 from lib.errors import DataSourceError
 
 log = logging.getLogger(__name__)
@@ -98,27 +98,30 @@ def fetch_local(request):
 def fetch_generated(request):
     """The `generated` source: a deterministic synthetic dataset in the on-disk layout of
     `request.dataset` (ham10000 or isic_binary), cached in <cache>/raw/generated-<dataset>-<hash>/ and
-    reused when complete; written to a temp folder and renamed, so a crash never leaves half a dataset."""
+    reused when complete (marker file and image count); written to a temp folder and renamed, so a
+    crash never leaves half a dataset."""
     dataset, known = known_dataset(request.dataset)
     if known is None:
         raise DataSourceError(f"cannot generate dataset {request.dataset!r}; choose one of: "
                               f"{', '.join(KNOWN_DATASETS)} (or use data.source: local/kaggle)")
-    settings = {"dataset": dataset, "seed": request.seed, "version": images.SYNTHETIC_VERSION,
+    settings = {"dataset": dataset, "seed": request.seed, "version": synthetic.SYNTHETIC_VERSION,
                 "images_per_class": request.generated_images_per_class,
                 "image_size": request.generated_image_size}
     digest = _short_hash(json.dumps(settings, sort_keys=True))
     target = paths.data_cache_dir(request.cache_dir) / "raw" / f"generated-{dataset}-{digest}"
-    if (target / ".complete").exists():
+    classes = synthetic.LESION_STYLES if known.layout == "ham10000" else synthetic.BINARY_STYLES
+    expected_files = request.generated_images_per_class * len(classes)
+    if (target / ".complete").exists() and count_files(target) == expected_files:
         log.info("reusing generated dataset %s", target)
         return target
     if target.exists():
-        log.warning("removing incomplete generated dataset %s", target)
+        log.warning("removing incomplete or damaged generated dataset %s", target)
         shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
     try:
-        writer = images.write_synthetic_ham10000 if known.layout == "ham10000" \
-            else images.write_synthetic_class_folders
+        writer = synthetic.write_synthetic_ham10000 if known.layout == "ham10000" \
+            else synthetic.write_synthetic_class_folders
         writer(staging, images_per_class=request.generated_images_per_class,
                image_width=request.generated_image_size, seed=request.seed)
         (staging / ".complete").write_text(json.dumps(settings))
@@ -131,15 +134,14 @@ def fetch_generated(request):
 
 def fetch_kaggle(request):
     """The `kaggle` source: download, verify and extract into <cache>/raw/<owner>__<slug>/ (skipped
-    when already there and verified). See `download_kaggle_dataset`."""
+    when already there and verified). See `lib.kaggle.download_dataset`."""
     _, known = known_dataset(request.dataset)
     slug = known.slug if known else request.dataset
     if "/" not in slug:
         raise DataSourceError(f"data.dataset {request.dataset!r} is neither a known dataset "
                               f"({', '.join(KNOWN_DATASETS)}) nor a Kaggle slug like 'owner/name'")
-    return download_kaggle_dataset(
-        slug, paths.data_cache_dir(request.cache_dir) / "raw",
-        expected_counts=known.expected_counts if known else None)
+    verify = functools.partial(verify_dataset, expected_counts=known.expected_counts if known else None)
+    return kaggle.download_dataset(slug, paths.data_cache_dir(request.cache_dir) / "raw", verify)
 
 
 SOURCES = {"generated": fetch_generated, "local": fetch_local, "kaggle": fetch_kaggle}
@@ -184,8 +186,9 @@ def scan(raw_dir, layout="auto"):
     """Scan a raw dataset. Returns (layout, records, problems): records is a DataFrame with columns
     source_path (str, absolute), image_id (unique, safe as a file name), label (dx or folder class),
     lesion_id (image_id when the layout has none), original_split (train|test, or "" when none);
-    problems is a DataFrame (source_path, image_id, label, reason) of metadata rows without an image
-    and images without a metadata row (label ""), reported instead of dropped silently."""
+    problems is a DataFrame (source_path, image_id, label, reason) of what cannot become a record:
+    metadata rows without an image, images without a metadata row (label ""), and in class folders
+    non-image files, sub-folders and empty class folders; reported instead of dropped silently."""
     layout, root = detect_layout(raw_dir, layout)
     records, problems = (_scan_ham10000 if layout == "ham10000" else _scan_class_folders)(root)
     log.info("scanned %s (%s): %d images, %d problems", root, layout, len(records), len(problems))
@@ -224,18 +227,24 @@ def _scan_ham10000(root):
 
 def _scan_class_folders(root):
     splits = [s for s in ("train", "test") if (root / s).is_dir()]
-    rows = []
+    rows, problems = [], []
     for split in splits or [""]:
         for class_dir in _subdirs(root / split if split else root):
-            for image_path in _images_in(class_dir):
+            found = _images_in(class_dir)
+            for image_path in found:
                 image_id = safe_name("-".join(part for part in (split, class_dir.name, image_path.stem) if part))
                 rows.append((str(image_path), image_id, class_dir.name, image_id, split))
+            others = sorted(set(p for p in class_dir.iterdir() if not p.name.startswith(".")) - set(found))
+            problems += [(str(p), "", class_dir.name, "folder inside a class folder is not scanned" if p.is_dir()
+                          else f"not an image file name (suffix {p.suffix or 'none'!r})") for p in others]
+            if not found and not others:
+                problems.append((str(class_dir), "", class_dir.name, "class folder holds no image files"))
     records = _records_frame(rows)
     duplicated = records["image_id"].duplicated(keep=False)
     if duplicated.any():  # "a b.jpg" and "a_b.jpg" meet after safe_name: keep both, distinctly named
         records.loc[duplicated, "image_id"] += "-" + records.index[duplicated].astype(str)
         records["lesion_id"] = records["image_id"]
-    return records, []
+    return records, problems
 
 
 def safe_name(text):
@@ -273,8 +282,10 @@ def _records_frame(rows):
 
 
 def _subdirs(folder):
+    """Visible sub-folders; __MACOSX holds the resource forks of zips made on a Mac, never data."""
     folder = Path(folder)
-    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")) if folder.is_dir() else []
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name != "__MACOSX") \
+        if folder.is_dir() else []
 
 
 def _images_in(folder):
@@ -291,150 +302,8 @@ def _publish(staging, target):
     try:
         os.rename(staging, target)
     except OSError:
-        if not any((target / marker).exists() for marker in (".complete", ".verified.json")):
+        if not (target / ".complete").exists():
             raise
-
-
-# ---- Kaggle ----------------------------------------------------------------------------------
-
-def find_kaggle_credentials(environ=None, home=None):
-    """Where Kaggle credentials are, in the order the project honours, or None: "KAGGLE_API_TOKEN",
-    "KAGGLE_USERNAME/KAGGLE_KEY", the path of kaggle.json ($KAGGLE_CONFIG_DIR or ~/.kaggle), the path
-    of ~/.kaggle/access_token, or "colab secrets" (copied into this process's environment only).
-    Returns a description of the place, never the secret itself."""
-    environ = os.environ if environ is None else environ
-    home = Path(home or Path.home())
-    if environ.get("KAGGLE_API_TOKEN"):
-        return "KAGGLE_API_TOKEN"
-    if environ.get("KAGGLE_USERNAME") and environ.get("KAGGLE_KEY"):
-        return "KAGGLE_USERNAME/KAGGLE_KEY"
-    config_dir = Path(environ["KAGGLE_CONFIG_DIR"]) if environ.get("KAGGLE_CONFIG_DIR") else home / ".kaggle"
-    for candidate in (config_dir / "kaggle.json", home / ".kaggle" / "access_token"):
-        if candidate.is_file():
-            return str(candidate)
-    return _colab_credentials(environ)
-
-
-def _colab_credentials(environ):
-    try:
-        from google.colab import userdata  # only importable inside Colab
-    except ImportError:
-        return None
-    for names in (("KAGGLE_API_TOKEN",), ("KAGGLE_USERNAME", "KAGGLE_KEY")):
-        try:
-            values = [userdata.get(name) for name in names]
-        except Exception as error:  # Colab raises SecretNotFoundError / NotebookAccessError
-            log.info("Colab secret %s not available (%s)", names[0], type(error).__name__)
-            continue
-        if all(values):
-            environ.update(dict(zip(names, values)))  # in memory only: never written to disk
-            return "colab secrets"
-    return None
-
-
-def _kaggle_api():
-    """An authenticated kaggle.KaggleApi; the import is lazy because `import kaggle` authenticates."""
-    from kaggle.api.kaggle_api_extended import KaggleApi
-    api = KaggleApi()
-    try:
-        api.authenticate()
-    except SystemExit:  # the kaggle package exits the process when it finds no credentials
-        raise DataSourceError(_NO_CREDENTIALS) from None
-    return api
-
-
-_NO_CREDENTIALS = ("Kaggle credentials not found: set KAGGLE_API_TOKEN (from https://www.kaggle.com/settings, "
-                   "'API' > 'Generate New Token'), or KAGGLE_USERNAME and KAGGLE_KEY, or save kaggle.json to "
-                   "~/.kaggle/ (or $KAGGLE_CONFIG_DIR), or add them as Colab secrets; or set data.source: local "
-                   "with data.path pointing at a downloaded copy")
-
-
-def download_kaggle_dataset(slug, raw_root, expected_counts=None):
-    """Download Kaggle dataset `slug` ("owner/name") into `raw_root`/<owner>__<name>/, verify it
-    (layout found; `expected_counts` such as {"all": 10015} or {"train": 2637, "test": 660} met) and
-    return that folder. Reuses a verified copy. Extraction refuses absolute or ../ member paths and
-    links, and happens in a temp folder renamed only after verification."""
-    target = Path(raw_root) / slug.replace("/", "__")
-    if (target / ".verified.json").exists():
-        try:
-            verify_dataset(target, expected_counts)
-            log.info("reusing verified download %s", target)
-            return target
-        except DataSourceError as error:
-            log.warning("cached copy %s failed verification (%s); downloading again", target, error)
-            shutil.rmtree(target)
-    elif target.exists():
-        log.warning("removing unverified download %s (an interrupted earlier attempt)", target)
-        shutil.rmtree(target)
-    where = find_kaggle_credentials()
-    if where is None:
-        raise DataSourceError(_NO_CREDENTIALS)
-    log.info("downloading %s from Kaggle (credentials from %s)", slug, where)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
-    try:
-        _download(slug, staging / "download")
-        archives = sorted((staging / "download").glob("*.zip"))
-        if not archives:
-            raise DataSourceError(f"Kaggle download of {slug} produced no zip file in {staging / 'download'}")
-        for archive in archives:
-            extract_zip_safely(archive, staging / "extracted")
-        counts = verify_dataset(staging / "extracted", expected_counts)
-        (staging / "extracted" / ".verified.json").write_text(json.dumps({"slug": slug, "counts": counts}))
-        _publish(staging / "extracted", target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
-def _download(slug, folder):
-    folder.mkdir(parents=True)
-    try:  # authentication may already go online (token introspection): explain its failures too
-        _kaggle_api().dataset_download_files(slug, path=str(folder), quiet=True, unzip=False)
-    except DataSourceError:
-        raise
-    except Exception as error:
-        raise _explain_download_error(error, slug) from error
-
-
-def _explain_download_error(error, slug):
-    status = getattr(getattr(error, "response", None), "status_code", None) or getattr(error, "status", None)
-    if status == 401:
-        return DataSourceError(f"Kaggle refused the credentials (401) for {slug}: they are wrong or expired; "
-                               "create a new token at https://www.kaggle.com/settings and set KAGGLE_API_TOKEN "
-                               "(or replace ~/.kaggle/kaggle.json)")
-    if status == 403:
-        return DataSourceError(f"Kaggle denied access to {slug} (403): sign in and accept the dataset rules at "
-                               f"https://www.kaggle.com/datasets/{slug}, then run again")
-    if status == 404:
-        return DataSourceError(f"Kaggle dataset {slug} not found (404): check data.dataset (owner/name)")
-    if isinstance(error, (ConnectionError, OSError)) or "ConnectionError" in type(error).__name__:
-        return DataSourceError(f"cannot reach Kaggle to download {slug} ({type(error).__name__}): check the "
-                               "internet connection, or set data.source: local with data.path pointing at a copy")
-    return DataSourceError(f"Kaggle download of {slug} failed: {type(error).__name__}: {error}")
-
-
-def extract_zip_safely(archive, target):
-    """Extract `archive` into `target`, refusing (DataSourceError, nothing written) any member whose
-    path is absolute, contains '..', or is a symbolic link."""
-    target = Path(target).resolve()
-    with zipfile.ZipFile(archive) as bundle:
-        members = bundle.infolist()
-        for member in members:
-            name = member.filename.replace("\\", "/")
-            is_link = stat.S_ISLNK(member.external_attr >> 16)
-            if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in name.split("/") or is_link:
-                raise DataSourceError(f"refusing to extract {archive}: unsafe member path {member.filename!r}")
-        for member in members:
-            destination = (target / member.filename.replace("\\", "/")).resolve()
-            if target not in destination.parents and destination != target:
-                raise DataSourceError(f"refusing to extract {archive}: {member.filename!r} escapes {target}")
-            if member.is_dir():
-                destination.mkdir(parents=True, exist_ok=True)
-                continue
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            with bundle.open(member) as source, open(destination, "wb") as sink:
-                shutil.copyfileobj(source, sink)
 
 
 def verify_dataset(raw_dir, expected_counts=None):

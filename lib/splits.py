@@ -105,6 +105,9 @@ def count_table(found, manifest, skipped):
     per_split = manifest.groupby(["label", "split"]).size().unstack(fill_value=0)
     per_split = per_split.reindex(columns=[s for s in SPLITS if s in per_split.columns])
     table = table.join(per_split).fillna(0).astype(int).sort_index()
+    for label in table.index[(table["found"] > 0) & (table["used"] == 0)]:
+        log.warning("class %r has no usable image: all %d found were skipped (see data/skipped.csv); "
+                    "the model will not learn it", label, table.loc[label, "found"])
     table.loc["total"] = table.sum()
     return table
 

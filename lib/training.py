@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
               "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
 STRATEGIES = ("auto", "default", "mirrored", "tpu", "multi_worker")
+STRATEGY_NAMES = {"_DefaultDistributionStrategy": "default", "MirroredStrategy": "mirrored", "TPUStrategy": "tpu"}
+TOP_K = (2, 3)  # top-k accuracies, logged only when there are more than k classes
 SAMPLE_IMAGES = 8  # augmented training images shown in TensorBoard
 
 
@@ -84,10 +86,10 @@ def compile_model(model, optimizer="adam", learning_rate=1e-3):
     targets) and metrics accuracy, top-2/top-3 accuracy (only when there are more classes than k), AUC."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
-    num_classes = model.output.shape[-1]
     sigmoid = model.get_layer("predictions").activation.__name__ == "sigmoid"
     metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-    metrics += [keras.metrics.TopKCategoricalAccuracy(k, name=f"top{k}_accuracy") for k in (2, 3) if num_classes > k]
+    metrics += [keras.metrics.TopKCategoricalAccuracy(k, name=f"top{k}_accuracy")
+                for k in TOP_K if model.output.shape[-1] > k]
     metrics.append(keras.metrics.AUC(name="auc"))
     model.compile(optimizer=OPTIMIZERS[optimizer](learning_rate=learning_rate),
                   loss="binary_crossentropy" if sigmoid else "categorical_crossentropy", metrics=metrics)
@@ -101,9 +103,13 @@ def resolve_mode(monitor, mode="auto"):
     return "max" if any(word in monitor for word in ("acc", "auc")) else "min"
 
 
+def metric_names(num_classes):
+    """What `compile_model` logs for a model with `num_classes` outputs (each also with a val_ prefix)."""
+    return ["loss", "accuracy"] + [f"top{k}_accuracy" for k in TOP_K if num_classes > k] + ["auc"]
+
+
 def _check_monitor(monitor, model, what):
-    known = ["loss"] + [name for name in ("accuracy", "top2_accuracy", "top3_accuracy", "auc")
-                        if name == "accuracy" or name == "auc" or int(name[3]) < model.output.shape[-1]]
+    known = metric_names(model.output.shape[-1])
     allowed = known + [f"val_{name}" for name in known]
     if monitor not in allowed:
         raise TrainingError(f"{what}: unknown metric {monitor!r} for this model; choose one of: {', '.join(allowed)}")
@@ -187,8 +193,8 @@ def train(run_dir, model_options, image_size, seed=42, epochs=30, batch_size=32,
     run_dir = Path(run_dir)
     if feature_cache not in ("auto", "on", "off"):
         raise ValueError(f"unknown feature_cache {feature_cache!r}; choose one of: auto, on, off")
-    strategy_name = strategy if isinstance(strategy, str) else type(strategy).__name__
     strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
+    strategy_name = STRATEGY_NAMES.get(type(strategy).__name__, type(strategy).__name__)
     (run_dir / "model").mkdir(parents=True, exist_ok=True)
     policy = set_mixed_precision(mixed_precision)
     manifest, classes = inputs.read_split(run_dir)
@@ -213,9 +219,13 @@ def train(run_dir, model_options, image_size, seed=42, epochs=30, batch_size=32,
         model = models.build_model(num_classes=len(classes), image_size=image_size, clear_session=False,
                                    **{**model_options, "trainable_layers": 0 if fine_tune_epochs else final_trainable})
     _check_monitor(monitor, model, "train.monitor")
+    for name, options in (("train.reduce_lr", reduce_lr), ("train.early_stopping", early_stopping)):
+        if options:
+            _check_monitor(options.get("monitor", "val_loss"), model, f"{name}.monitor")
     if augment is not None:
-        sample = inputs.make_dataset(train_paths[:SAMPLE_IMAGES], train_labels[:SAMPLE_IMAGES], len(classes),
-                                     image_size, SAMPLE_IMAGES, augment=augment)
+        spread = np.unique(np.linspace(0, len(train_paths) - 1, SAMPLE_IMAGES).astype(int))  # several classes
+        sample = inputs.make_dataset([train_paths[i] for i in spread], train_labels[spread], len(classes),
+                                     image_size, len(spread), augment=augment)
         log_augmented_images(run_dir / "logs", next(iter(sample))[0])
 
     phases = [(1, epochs, learning_rate, 0 if fine_tune_epochs else final_trainable)]
@@ -258,7 +268,7 @@ def train(run_dir, model_options, image_size, seed=42, epochs=30, batch_size=32,
                                            drop_remainder=whole_batches)
         used_cache = used_cache or use_cache
         fitted.fit(train_data, validation_data=val_data, epochs=end_epoch, initial_epoch=phases[0][1] * (phase - 1),
-                   class_weight=weights, callbacks=callbacks, verbose=2)
+                   class_weight=weights, callbacks=callbacks, shuffle=False, verbose=2)  # tf.data shuffles
         if phase == 1 and len(phases) == 2:
             model.save_weights(phase_one_weights)
     phase_one_weights.unlink(missing_ok=True)

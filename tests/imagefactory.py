@@ -62,3 +62,25 @@ def records_for(paths, label="nv"):
     rows = [{"source_path": str(p), "image_id": f"img{i}", "label": label, "lesion_id": f"img{i}", "original_split": ""}
             for i, p in enumerate(paths)]
     return pd.DataFrame(rows, columns=["source_path", "image_id", "label", "lesion_id", "original_split"])
+
+
+def write_blank_png(path, width, height):
+    """A genuine, fully valid all-black grayscale PNG of width x height, built without ever holding its
+    pixels: one deflate block of zero rows (flushed so it stands alone) repeated. 20000x20000 takes
+    well under a second and about 0.5 MB on disk, yet decodes to 400 MB."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows_per_block = 100
+    row = b"\x00" * (width + 1)  # filter byte + one byte per pixel
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = compressor.compress(row * rows_per_block) + compressor.flush(zlib.Z_FULL_FLUSH)
+    checksum = 1
+    for _ in range(height):
+        checksum = zlib.adler32(row, checksum)
+    full, rest = divmod(height, rows_per_block)
+    tail = zlib.compressobj(9, zlib.DEFLATED, -15)
+    stream = (b"\x78\xda" + block * full + tail.compress(row * rest) + tail.flush(zlib.Z_FINISH)
+              + struct.pack(">I", checksum))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", stream) + chunk(b"IEND", b""))
+    return Path(path)

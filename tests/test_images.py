@@ -1,12 +1,13 @@
 """lib.images: every decodable flavour becomes uint8 RGB the right way up; every broken file is refused
 with a reason; resizing is square; processing accounts for every image; duplicates across splits are found."""
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image, ImageOps
 
-from lib import images
+from lib import images, synthetic
 from lib.errors import ImageError
 from tests import imagefactory
 
@@ -49,6 +50,66 @@ def test_sixteen_bit_png_is_scaled_to_eight_bits(tmp_path):
         assert check.mode.startswith("I")  # really 16-bit on disk
     image = images.read_image(path)
     assert image.dtype == np.uint8 and (image == 255).all()
+
+
+def test_sixteen_bit_rgb_png_keeps_its_colours_in_rgb_order(tmp_path):
+    deep = np.zeros((4, 4, 3), np.uint16)
+    deep[..., 0] = 65535  # written by opencv, so channel 0 is blue on disk
+    path = tmp_path / "deep_rgb.png"
+    path.write_bytes(cv2.imencode(".png", deep)[1].tobytes())
+    assert images.read_image(path)[0, 0].tolist() == [0, 0, 255]
+
+
+def test_grayscale_jpeg_is_replicated_to_three_channels(tmp_path):
+    path = tmp_path / "gray.jpg"
+    Image.fromarray(np.full((8, 8), 90, np.uint8), "L").save(path, "JPEG", quality=100)
+    image = images.read_image(path)
+    assert image.shape == (8, 8, 3) and np.abs(image.astype(int) - 90).max() <= 1
+
+
+def test_palette_png_with_a_transparent_colour_is_composited_on_white(tmp_path):
+    picture = Image.new("P", (4, 4), 1)
+    picture.putpalette([0, 0, 0, 10, 200, 30] + [0, 0, 0] * 254)
+    picture.putpixel((0, 0), 0)
+    path = tmp_path / "palette_transparent.png"
+    picture.save(path, "PNG", transparency=0)
+    image = images.read_image(path)
+    assert image[0, 0].tolist() == [255, 255, 255] and image[2, 2].tolist() == [10, 200, 30]
+
+
+def test_cmyk_jpeg_decodes_to_its_rgb_colours(tmp_path):
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 220, 30, 40
+    path = tmp_path / "cmyk.jpg"
+    Image.fromarray(rgb).convert("CMYK").save(path, "JPEG", quality=95)
+    with Image.open(path) as check:
+        assert check.mode == "CMYK"
+    image = images.read_image(path)
+    assert image.shape == (8, 8, 3) and np.abs(image.astype(int) - rgb).max() < 12
+
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """Make any full decode fail the test: a refusal must come from the header alone (bounded memory)."""
+    def decode(*args):
+        raise AssertionError("the image was decoded")
+    monkeypatch.setattr(cv2, "imdecode", decode)
+
+
+def test_a_20000_by_20000_image_is_refused_from_its_header(tmp_path, no_decoding):
+    path = imagefactory.write_blank_png(tmp_path / "huge.png", 20000, 20000)  # valid, 400 MB decoded
+    assert path.stat().st_size < 2_000_000
+    with pytest.raises(ImageError, match="too large: .*400000000 pixels"):
+        images.read_image(path)
+
+
+def test_a_decompression_bomb_is_refused_with_a_message(tmp_path, no_decoding):
+    path = imagefactory.write_png_header(tmp_path / "bomb.png", 100_000, 100_000)
+    with pytest.raises(ImageError, match="too large: .*decompression bomb"):
+        images.read_image(path)
+    moderate = imagefactory.write_blank_png(tmp_path / "moderate.png", 10_000, 9_000)  # under PIL's own limit
+    with pytest.raises(ImageError, match="too large: 10000x9000 pixels is more than 80000000 .*bomb guard"):
+        images.read_image(moderate)
 
 
 @pytest.mark.parametrize("orientation", [3, 6, 8])
@@ -137,7 +198,7 @@ def test_skip_check_stops_on_request_or_above_the_bad_fraction():
 
 def test_duplicates_across_splits_are_found_exact_and_near(tmp_path):
     rng = np.random.default_rng(1)
-    original = images.draw_lesion(images.LESION_STYLES["mel"], 160, rng)
+    original = synthetic.draw_lesion(synthetic.LESION_STYLES["mel"], 160, rng)
     other = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
     paths = [imagefactory.write_jpeg(tmp_path / "a.jpg", original),
              tmp_path / "a_copy.jpg",

@@ -1,18 +1,11 @@
 """lib.sources: each source yields a raw dataset in a supported layout; scanning reports what it cannot
-pair; Kaggle downloads (mocked only at the kaggle package) are verified and extracted safely."""
-
-import json
-import sys
-import types
-import zipfile
-from pathlib import Path
+pair or use (Kaggle downloads themselves are tested in test_kaggle.py)."""
 
 import pandas as pd
 import pytest
-import requests
 from PIL import Image
 
-from lib import images, sources
+from lib import sources, synthetic
 from lib.errors import DataSourceError
 from tests import imagefactory
 
@@ -119,140 +112,42 @@ def test_binary_labels_make_mel_bcc_akiec_malignant():
     assert set(sources.LONG_NAMES) >= set(sources.DX_CLASSES) | {"benign", "malignant"}
 
 
-# ---- Kaggle: only the kaggle package is replaced ----------------------------------------------
-
-@pytest.fixture
-def no_credentials(monkeypatch, tmp_path):
-    for name in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_CONFIG_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
-def fake_kaggle(monkeypatch, download, authenticate=lambda: None):
-    """Install a stand-in `kaggle` package whose KaggleApi.dataset_download_files calls `download`."""
-    calls = []
-
-    class KaggleApi:
-        def authenticate(self):
-            calls.append("authenticate")
-            authenticate()
-
-        def dataset_download_files(self, dataset, path=None, quiet=True, unzip=False, **kwargs):
-            calls.append(dataset)
-            download(dataset, path)
-
-    module = types.ModuleType("kaggle.api.kaggle_api_extended")
-    module.KaggleApi = KaggleApi
-    monkeypatch.setitem(sys.modules, "kaggle", types.ModuleType("kaggle"))
-    monkeypatch.setitem(sys.modules, "kaggle.api", types.ModuleType("kaggle.api"))
-    monkeypatch.setitem(sys.modules, "kaggle.api.kaggle_api_extended", module)
-    return calls
+def test_empty_class_folders_and_non_image_files_are_reported_not_ignored(tmp_path):
+    imagefactory.write_jpeg(tmp_path / "train" / "benign" / "a.jpg")
+    (tmp_path / "train" / "benign" / "notes.txt").write_text("taken in 2019")
+    (tmp_path / "train" / "benign" / ".DS_Store").write_bytes(b"\0")  # hidden files are the system's, not data
+    (tmp_path / "train" / "benign" / "more").mkdir()
+    (tmp_path / "train" / "malignant").mkdir()
+    imagefactory.write_jpeg(tmp_path / "test" / "benign" / "b.jpg")
+    _, records, problems = sources.scan(tmp_path)
+    assert records["image_id"].tolist() == ["train-benign-a", "test-benign-b"]
+    assert dict(zip(problems["source_path"], zip(problems["label"], problems["reason"]))) == {
+        str(tmp_path / "train" / "benign" / "more"): ("benign", "folder inside a class folder is not scanned"),
+        str(tmp_path / "train" / "benign" / "notes.txt"): ("benign", "not an image file name (suffix '.txt')"),
+        str(tmp_path / "train" / "malignant"): ("malignant", "class folder holds no image files")}
 
 
-def class_folder_zip(tmp_path, members=None):
-    """A real zip of a tiny class-folder dataset (5 train + 1 test per class) inside a wrapper folder."""
-    folder = tmp_path / "zipsrc"
-    images.write_synthetic_class_folders(folder, images_per_class=6, image_width=24, seed=0)
-    archive = tmp_path / "dataset.zip"
-    with zipfile.ZipFile(archive, "w") as bundle:
-        for path in sorted(folder.rglob("*.jpg")):
-            bundle.write(path, "skin/" + path.relative_to(folder).as_posix())
-        for name, data in (members or {}).items():
-            bundle.writestr(name, data)
-    return archive
+def test_a_damaged_generated_dataset_is_generated_again(tmp_path):
+    first = generated(tmp_path)
+    next(first.rglob("*.jpg")).unlink()
+    assert generated(tmp_path) == first
+    assert len(list(first.rglob("*.jpg"))) == 42
 
 
-def serve(archive):
-    def download(dataset, path):
-        Path(path).mkdir(parents=True, exist_ok=True)
-        (Path(path) / (dataset.split("/")[1] + ".zip")).write_bytes(archive.read_bytes())
-    return download
+def test_an_interrupted_generation_leaves_nothing_behind(tmp_path, monkeypatch):
+    def crash(folder, **kwargs):
+        imagefactory.write_jpeg(folder / "HAM10000_images_part_1" / "ISIC_0.jpg")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(synthetic, "write_synthetic_ham10000", crash)
+    with pytest.raises(KeyboardInterrupt):
+        generated(tmp_path)
+    assert list((tmp_path / "cache" / "raw").iterdir()) == []
 
 
-def test_kaggle_download_is_verified_extracted_and_reused(tmp_path, monkeypatch, no_credentials):
-    monkeypatch.setenv("KAGGLE_API_TOKEN", "secret-token-value")
-    calls = fake_kaggle(monkeypatch, serve(class_folder_zip(tmp_path)))
-    request = sources.SourceRequest("someone/tiny-skin", cache_dir=str(tmp_path / "cache"))
-    raw_dir = sources.fetch("kaggle", request)
-    assert raw_dir == tmp_path / "cache" / "raw" / "someone__tiny-skin"
-    assert sources.verify_dataset(raw_dir) == {"train": 10, "test": 2}
-    assert sources.fetch("kaggle", request) == raw_dir
-    assert calls.count("someone/tiny-skin") == 1  # the second fetch reused the verified copy
-    assert "secret-token-value" not in "".join(p.read_text(errors="ignore") for p in raw_dir.rglob("*.json"))
-    assert sorted(p.name for p in raw_dir.parent.iterdir()) == ["someone__tiny-skin"]  # no temp left
-
-
-def test_kaggle_download_with_wrong_counts_is_refused_and_not_kept(tmp_path, monkeypatch, no_credentials):
-    monkeypatch.setenv("KAGGLE_USERNAME", "me")
-    monkeypatch.setenv("KAGGLE_KEY", "k")
-    fake_kaggle(monkeypatch, serve(class_folder_zip(tmp_path)))
-    with pytest.raises(DataSourceError, match="has 10 train images, expected 2637"):
-        sources.download_kaggle_dataset("fanconic/skin-cancer-malignant-vs-benign", tmp_path / "raw",
-                                        expected_counts={"train": 2637, "test": 660})
-    assert list((tmp_path / "raw").iterdir()) == []
-
-
-@pytest.mark.parametrize("member", ["../evil.txt", "/abs/evil.txt", "skin/../../evil.txt"])
-def test_zip_slip_is_refused_and_nothing_is_written(tmp_path, member):
-    archive = class_folder_zip(tmp_path, members={member: "gotcha"})
-    with pytest.raises(DataSourceError, match="unsafe member path"):
-        sources.extract_zip_safely(archive, tmp_path / "out" / "target")
-    assert not (tmp_path / "out").exists() and not (tmp_path / "evil.txt").exists()
-
-
-def test_no_credentials_says_how_to_provide_them(tmp_path, monkeypatch, no_credentials):
-    calls = fake_kaggle(monkeypatch, serve(class_folder_zip(tmp_path)))
-    with pytest.raises(DataSourceError, match="Kaggle credentials not found: set KAGGLE_API_TOKEN"):
-        sources.fetch("kaggle", sources.SourceRequest("ham10000", cache_dir=str(tmp_path / "cache")))
-    assert calls == []
-
-
-def test_credentials_are_looked_up_in_the_documented_order(tmp_path, no_credentials):
-    home = no_credentials
-    assert sources.find_kaggle_credentials({}, home) is None
-    (home / ".kaggle").mkdir(parents=True)
-    (home / ".kaggle" / "access_token").write_text("t")
-    assert sources.find_kaggle_credentials({}, home).endswith("access_token")
-    (home / ".kaggle" / "kaggle.json").write_text(json.dumps({"username": "u", "key": "k"}))
-    assert sources.find_kaggle_credentials({}, home).endswith("kaggle.json")
-    config = tmp_path / "config"
-    config.mkdir()
-    (config / "kaggle.json").write_text("{}")
-    assert sources.find_kaggle_credentials({"KAGGLE_CONFIG_DIR": str(config)}, home) == str(config / "kaggle.json")
-    assert sources.find_kaggle_credentials({"KAGGLE_USERNAME": "u", "KAGGLE_KEY": "k"}, home) == "KAGGLE_USERNAME/KAGGLE_KEY"
-    assert sources.find_kaggle_credentials({"KAGGLE_API_TOKEN": "x", "KAGGLE_USERNAME": "u", "KAGGLE_KEY": "k"}, home) == "KAGGLE_API_TOKEN"
-
-
-def http_error(status):
-    response = requests.Response()
-    response.status_code = status
-    return requests.HTTPError(f"{status} Client Error", response=response)
-
-
-@pytest.mark.parametrize("error, message", [
-    (http_error(401), "refused the credentials \\(401\\).*kaggle.com/settings"),
-    (http_error(403), "accept the dataset rules at https://www.kaggle.com/datasets/kmader/skin-cancer-mnist-ham10000"),
-    (requests.ConnectionError("Failed to resolve www.kaggle.com"), "cannot reach Kaggle.*data.source: local"),
-])
-def test_kaggle_failures_say_what_to_do(tmp_path, monkeypatch, no_credentials, error, message):
-    monkeypatch.setenv("KAGGLE_API_TOKEN", "secret-token-value")
-
-    def fail(dataset, path):
-        raise error
-    fake_kaggle(monkeypatch, fail)
-    with pytest.raises(DataSourceError, match=message) as raised:
-        sources.fetch("kaggle", sources.SourceRequest("ham10000", cache_dir=str(tmp_path / "cache")))
-    assert "secret-token-value" not in str(raised.value)
-    assert [p.name for p in (tmp_path / "cache" / "raw").iterdir()] == []
-
-
-def test_credentials_the_kaggle_package_rejects_give_the_setup_message(tmp_path, monkeypatch, no_credentials):
-    monkeypatch.setenv("KAGGLE_USERNAME", "me")
-    monkeypatch.setenv("KAGGLE_KEY", "k")
-
-    def exit_like_kaggle():
-        raise SystemExit(1)
-    fake_kaggle(monkeypatch, serve(class_folder_zip(tmp_path)), authenticate=exit_like_kaggle)
-    with pytest.raises(DataSourceError, match="Kaggle credentials not found"):
-        sources.fetch("kaggle", sources.SourceRequest("isic_binary", cache_dir=str(tmp_path / "cache")))
+def test_mac_zip_resource_forks_are_not_a_class(tmp_path):
+    imagefactory.write_jpeg(tmp_path / "benign" / "a.jpg")
+    imagefactory.write_jpeg(tmp_path / "malignant" / "b.jpg")
+    (tmp_path / "__MACOSX" / "benign").mkdir(parents=True)
+    (tmp_path / "__MACOSX" / "benign" / "._a.jpg").write_bytes(b"\0\5\26\7")
+    layout, records, problems = sources.scan(tmp_path)
+    assert layout == "class_folders" and sorted(records["label"]) == ["benign", "malignant"] and problems.empty

@@ -1,10 +1,15 @@
 """lib.splits: no lesion in two subsets, class proportions kept, seeds reproduce, class-folder test sets
 kept, test-as-validation only on request; and the real-data check on the shared HAM10000 subset."""
 
+import logging
+
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from lib import images, sources, splits
+from tests import imagefactory
 
 
 def lesion_records(lesions_per_class=40, classes=("mel", "nv", "bkl"), seed=0):
@@ -94,6 +99,78 @@ def test_counts_add_up_per_class_and_split():
     assert summary["total"]["found"] == len(found) and summary["total"]["skipped"] == 3
 
 
+def hostile_class_folders(root):
+    """A class-folder dataset holding every kind of file users have: {path: None (usable) or skip reason}."""
+    benign, malignant = root / "train" / "benign", root / "train" / "malignant"
+    palette = Image.new("P", (5, 5), 1)
+    palette.putpalette([0, 0, 0, 10, 200, 30] + [0, 0, 0] * 254)
+    benign.mkdir(parents=True)
+    malignant.mkdir()
+    (root / "train" / "unused").mkdir()
+    (malignant / "empty.jpg").write_bytes(b"")
+    (malignant / "notes.jpg").write_text("not a picture")
+    (malignant / "readme.txt").write_text("read me")
+    cmyk = benign / "cmyk.jpg"
+    Image.fromarray(imagefactory.gradient()).convert("CMYK").save(cmyk, "JPEG")
+    return {
+        imagefactory.write_jpeg(benign / "plain.jpg"): None,
+        imagefactory.write_jpeg(benign / "with space ünïcödé 病变.jpg"): None,
+        imagefactory.write_jpeg(benign / "rotated.jpg", orientation=6): None,
+        imagefactory.write_png(benign / "rgba.png", Image.new("RGBA", (9, 7), (5, 6, 7, 128))): None,
+        imagefactory.write_png(benign / "palette.png", palette): None,
+        imagefactory.write_png(benign / "deep.png", Image.fromarray(np.full((6, 6), 40000, np.uint16))): None,
+        imagefactory.write_png(benign / "gray.png", Image.fromarray(np.full((6, 6), 77, np.uint8), "L")): None,
+        imagefactory.write_png(benign / "dot.png", Image.new("RGB", (1, 1), (1, 2, 3))): None,
+        cmyk: None,
+        imagefactory.write_jpeg(root / "test" / "benign" / "kept.jpg"): None,
+        imagefactory.write_truncated_jpeg(malignant / "cut.jpg"): "truncated",
+        imagefactory.write_blank_png(malignant / "huge.png", 20000, 20000): "too large",
+        imagefactory.write_png_header(malignant / "bomb.png", 100_000, 100_000): "too large",
+        malignant / "empty.jpg": "zero bytes",
+        malignant / "notes.jpg": "not an image",
+        malignant / "readme.txt": "not an image file name (suffix '.txt')",
+        root / "train" / "unused": "class folder holds no image files",
+    }
+
+
+def test_a_hostile_dataset_is_accounted_for_file_by_file(tmp_path, caplog):
+    expected = hostile_class_folders(tmp_path / "raw")
+    _, records, problems = sources.scan(tmp_path / "raw")
+    used, bad_images = images.process_images(records, tmp_path / "processed", image_size=32, workers=2)
+    skipped = pd.concat([bad_images, problems[bad_images.columns]], ignore_index=True)
+    assert sorted(used["source_path"]) == sorted(str(path) for path, reason in expected.items() if reason is None)
+    assert {path: reason.split(":")[0] for path, reason in zip(skipped["source_path"], skipped["reason"])} == {
+        str(path): reason for path, reason in expected.items() if reason is not None}
+    manifest = splits.split_records(used, 0.0, 0.0, seed=0)
+    with caplog.at_level(logging.WARNING, logger="lib.splits"):
+        table = splits.count_table(pd.concat([records, problems], ignore_index=True), manifest, skipped)
+    assert (table["found"] == table["used"] + table["skipped"]).all()
+    assert table.loc["total", "found"] == len(expected) == 17
+    assert table.loc["malignant", ["found", "used", "skipped"]].tolist() == [6, 0, 6]
+    assert "class 'malignant' has no usable image" in caplog.text
+    assert "class 'unused' has no usable image" in caplog.text
+
+
+def test_counts_add_up_when_metadata_and_images_do_not_pair(tmp_path):
+    raw = tmp_path / "raw"
+    for image_id in ("ISIC_1", "ISIC_2", "ISIC_orphan"):
+        imagefactory.write_jpeg(raw / "HAM10000_images_part_1" / f"{image_id}.jpg")
+    (raw / "HAM10000_images_part_1" / "ISIC_3.jpg").write_bytes(b"")
+    pd.DataFrame({"lesion_id": ["HAM_1", "HAM_2", "HAM_3", "HAM_4"],
+                  "image_id": ["ISIC_1", "ISIC_2", "ISIC_3", "ISIC_gone"], "dx": ["mel", "nv", "nv", "bcc"]}).to_csv(raw / "HAM10000_metadata.csv", index=False)
+    _, records, problems = sources.scan(raw)
+    used, bad_images = images.process_images(records, tmp_path / "processed", image_size=32, workers=1)
+    skipped = pd.concat([bad_images, problems[bad_images.columns]], ignore_index=True)
+    table = splits.count_table(pd.concat([records, problems], ignore_index=True),
+                               used.assign(split="train"), skipped)
+    assert (table["found"] == table["used"] + table["skipped"]).all()
+    assert table.loc["total", ["found", "used", "skipped"]].tolist() == [5, 2, 3]
+    assert dict(zip(skipped["image_id"], skipped["reason"])) == {
+        "ISIC_3": "zero bytes", "ISIC_gone": "metadata row has no image file", "ISIC_orphan": "image has no metadata row"}
+
+
+@pytest.mark.slow  # decodes 5,984 real images: about 10 s on an idle core
+@pytest.mark.shared_data
 def test_real_ham10000_subset_is_used_whole_and_split_by_lesion(ham10000_lesions, tmp_path):
     raw_dir = sources.fetch("local", sources.SourceRequest("ham10000", path=str(ham10000_lesions)))
     layout, records, problems = sources.scan(raw_dir)

@@ -190,6 +190,7 @@ WORKER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="Keras 3 does not support MultiWorkerMirroredStrategy (keras-team/keras#20585)")
 def test_keras_fits_under_multi_worker_strategy_with_two_local_workers():
     workers = [f"127.0.0.1:{free_port()}" for _ in range(2)]

@@ -33,7 +33,10 @@ async function start() {
     $('model-info').textContent = `Model: run "${metadata.run_name}" (${metadata.date}), ${metadata.classes.length} `
       + `classes, input ${metadata.input.size}×${metadata.input.size}, ${metadata.quantization === 'none' ? 'float32' : metadata.quantization} weights, `
       + `TF.js ${tf.version.tfjs} on ${backend}${metrics}.`;
-    setStatus('Ready: choose, drop or take a photo.');
+    const resizeMode = metadata.input.resize_mode || 'squash';
+    setStatus(resizeMode === 'squash' ? 'Ready: choose, drop or take a photo.'
+      : `Ready, but note: this model was trained on "${resizeMode}"-resized images and this page squashes `
+        + 'the whole photo to a square, so results on non-square photos may differ from the pipeline\'s.');
   } catch (error) {
     setStatus(`The model could not be loaded: ${error.message}`, true);
   }

@@ -47,6 +47,14 @@ def latency(tfjs_dir, backend, runs, warmup):
         server.server_close()
 
 
+def parity_note(export_report, option):
+    """The browser parity lib measured for this run and quantization (export.json), e.g. "1.00 (16 img)"."""
+    parity = export_report.get("options", {}).get(option, {}).get("parity", {})
+    if not parity.get("measured"):
+        return "not in export.json"
+    return f"{parity['top1_agreement']:.2f} ({parity['images']} img){'' if parity.get('passes') else ' FAILS floor'}"
+
+
 def ensure_demo(run_dir):
     if (Path(run_dir) / "model" / "best.keras").is_file():
         return
@@ -85,6 +93,7 @@ def main(argv=None):
             notes.append(f"{name}: no model at {run_dir}/model/best.keras, not measured")
             continue
         model = export.load_run_model(run_dir)
+        export_report = json.loads((run_dir / "export.json").read_text()) if (run_dir / "export.json").is_file() else {}
         image_size = int(model.input_shape[1])
         sizes = {}
         with tempfile.TemporaryDirectory(prefix="bench-browser-") as work:
@@ -102,6 +111,7 @@ def main(argv=None):
                                  "first call ms": result["firstMs"], "load ms": result["loadMs"],
                                  "wasm simd/threads": (f"{result['simd']}/{result['threads']}"
                                                        if result["backend"] == "wasm" else ""),
+                                 "top-1 vs Keras": parity_note(export_report, option),
                                  "browser": f"Chromium {result['browser']}, TF.js {result['tfjs']}"})
                     print(rows[-1], flush=True)
         if "none" in sizes and "uint8" in sizes:
@@ -109,7 +119,7 @@ def main(argv=None):
             floors.append((f"{name}: uint8 size <= 30% of float32", ratio <= SIZE_FLOOR, f"{ratio:.2f}"))
     table = common.markdown_table(rows, ["model", "input", "params", "weights", "size MB", "backend",
                                          "median ms/image", "min ms", "first call ms", "load ms",
-                                         "wasm simd/threads"])
+                                         "wasm simd/threads", "top-1 vs Keras"])
     print(table)
     for note in notes:
         print(note)
@@ -128,7 +138,10 @@ def main(argv=None):
         "Size = model.json + weight shards on disk (what the page downloads). Latency = one image (batch 1) "
         f"`predict` + `await data()`, median of {args.runs} after {args.warmup} warm-up calls, page and model "
         "loading as in web/classifier.js; `first call` includes the backend's one-time kernel setup. "
-        "uint8/float16 quantize the weights only (TF.js dequantizes them at load), so latency should not change.",
+        "uint8/float16 quantize the weights only (TF.js dequantizes them at load), so latency should not change. "
+        "`top-1 vs Keras` is the browser parity that lib's export measured for the same run and quantization "
+        "(the run's export.json: top-1 agreement with Keras on its parity images, and whether it meets lib's "
+        "floor); a quantization that fails it is not usable, however small.",
         "",
         table,
         "",

@@ -100,18 +100,20 @@ def _decode(path, image_size):
 
 
 def make_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=False, seed=42, augment=None,
-                 drop_remainder=False):
+                 drop_remainder=False, cache_in_memory=True):
     """Batches of (float32 RGB [0, 255] (B, S, S, 3), one-hot float32 (B, num_classes)).
 
     PNGs are decoded in parallel, order-preserving (deterministic for a given seed); shuffling
     reshuffles every epoch from `seed`; `augment` (from `make_augmenter`) runs after batching.
+    With `cache_in_memory`, decoded images up to MEMORY_CACHE_BYTES stay in memory after the first
+    epoch; a single pass (the feature cache) passes False, so its memory does not grow with the data.
     """
     if len(paths) != len(labels):
         raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
     dataset = tf.data.Dataset.from_tensor_slices((list(paths), np.asarray(labels, np.int32)))
     dataset = dataset.map(lambda path, label: (_decode(path, image_size), tf.one_hot(label, num_classes)),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if len(paths) * image_size * image_size * 3 * 4 <= MEMORY_CACHE_BYTES:
+    if cache_in_memory and len(paths) * image_size * image_size * 3 * 4 <= MEMORY_CACHE_BYTES:
         dataset = dataset.cache()
     return batch(dataset, len(paths), batch_size, shuffle, seed, augment, drop_remainder)
 
@@ -177,8 +179,9 @@ def cached_features(model, run_dir, key, split, paths, image_size, batch_size):
     if features_path.is_file() and paths_path.is_file() and json.loads(paths_path.read_text()) == relative:
         log.info("feature cache hit: %s", features_path)
         return np.load(features_path)
-    images = make_dataset(paths, np.zeros(len(paths), np.int32), 1, image_size, batch_size)
-    values = models.feature_model(model).predict(images.map(lambda x, y: x), verbose=0).astype(np.float32)
+    images = make_dataset(paths, np.zeros(len(paths), np.int32), 1, image_size, batch_size, cache_in_memory=False)
+    log.info("computing %s features of %d images (one pass of the backbone)", split, len(paths))
+    values = models.feature_model(model).predict(images.map(lambda x, y: x), verbose="auto").astype(np.float32)
     folder.mkdir(parents=True, exist_ok=True)
     np.save(features_path, values)
     paths_path.write_text(json.dumps(relative))

@@ -168,7 +168,8 @@ def download_dataset(slug, raw_root, verify):
 def _download(slug, folder, where):
     folder.mkdir(parents=True)
     try:  # authentication may already go online (token introspection): explain its failures too
-        _kaggle_api().dataset_download_files(slug, path=str(folder), quiet=True, unzip=False)
+        # quiet=False: the kaggle package shows a progress bar (file names and sizes, never credentials)
+        _kaggle_api().dataset_download_files(slug, path=str(folder), quiet=False, unzip=False)
     except DataSourceError:
         raise
     except Exception as error:

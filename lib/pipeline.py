@@ -24,6 +24,8 @@ from lib.errors import RunError
 log = logging.getLogger(__name__)
 
 NOTEBOOKS = ("01_download", "02_preprocess", "03_train", "04_evaluate", "05_convert_tfjs")
+# Set by the runner on top of run_dir: a batch run must not start an inline TensorBoard server it would leave behind.
+BATCH_PARAMETERS = {"03_train": {"tensorboard": "off"}}
 PROVENANCE_PACKAGES = ("tensorflow", "keras", "tensorflowjs", "numpy", "opencv-python-headless",
                        "scikit-learn", "papermill", "pandas")
 
@@ -119,7 +121,8 @@ def run_notebook(run_dir, notebook, kernel_name="python3", log_output=False, not
     started = time.monotonic()
     try:
         papermill.execute_notebook(
-            str(source), str(executed), parameters={"run_dir": str(run_dir)}, kernel_name=kernel_name,
+            str(source), str(executed), parameters={"run_dir": str(run_dir), **BATCH_PARAMETERS.get(notebook, {})},
+            kernel_name=kernel_name,
             cwd=str(paths.PROJECT_ROOT), progress_bar=True, log_output=log_output,
             request_save_on_cell_execute=True, kernel_manager_class=_kernel_manager_logging_to(kernel_log))
     except PapermillExecutionError as error:

@@ -5,6 +5,7 @@ Models and data are tiny (small_cnn at 32 px, tens of generated images); strateg
 test run in subprocesses because TensorFlow fixes its devices and cluster at start-up.
 """
 
+import errno
 import json
 import os
 import shutil
@@ -12,6 +13,8 @@ import socket
 import subprocess
 import sys
 import textwrap
+import types
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -29,7 +32,7 @@ SMALL = {"backbone": "small_cnn", "weights": None, "alpha": 0.5, "dropout": 0.0}
 # KILL_AFTER_EPOCH=n kills the process (SIGKILL) right after epoch n (1-based) was saved.
 # LOGICAL_CPUS=n splits the CPU into n logical devices before TensorFlow starts.
 SCRIPT = textwrap.dedent("""
-    import json, os, signal, sys
+    import hashlib, json, os, signal, sys
     import tensorflow as tf
     if os.environ.get("LOGICAL_CPUS"):
         cpu = tf.config.list_physical_devices("CPU")[0]
@@ -48,6 +51,7 @@ SCRIPT = textwrap.dedent("""
     model, summary = training.train(job["run_dir"], job["model_options"], strategy=strategy,
                                     extra_callbacks=[Kill()], **job["train"])
     print("SUMMARY", json.dumps(summary))
+    print("WEIGHTS", hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest())
 """)
 
 
@@ -61,7 +65,7 @@ def run_script(job, env=None, check=True):
 
 
 def summary_of(process):
-    return json.loads(process.stdout.split("SUMMARY ", 1)[1])
+    return json.loads(process.stdout.split("SUMMARY ", 1)[1].splitlines()[0])
 
 
 def scalar_tags(event_dir):
@@ -110,13 +114,36 @@ def test_unknown_class_weight_or_monitor_fails_before_training(tmp_path):
     assert not (run_dir / "model" / "history.csv").exists()
 
 
+def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    model = models.build_model("small_cnn", num_classes=3, image_size=32, alpha=0.25)
+    checkpoint = next(callback for callback in training.make_callbacks(tmp_path, "val_loss", "min")
+                      if isinstance(callback, keras.callbacks.ModelCheckpoint))
+    checkpoint.set_model(model)
+    checkpoint.on_epoch_end(0, {"val_loss": 1.0})
+    best = tmp_path / "model" / "best.keras"
+    first = best.read_bytes()
+
+    def full_disk(path, **options):
+        Path(path).write_bytes(first[:100])  # the zip is cut short when the disk fills
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(model, "save", full_disk)
+    with pytest.raises(TrainingError, match="epoch 2 \\(No space left on device\\); the previous checkpoint .*best.keras"
+                                            " is kept. Free disk space"):
+        checkpoint.on_epoch_end(1, {"val_loss": 0.5})
+    assert best.read_bytes() == first
+    assert [path.name for path in best.parent.iterdir()] == ["best.keras"], "no partial file is left behind"
+    keras.models.load_model(best)
+
+
 def test_feature_cache_training_matches_ordinary_training(tmp_path):
     """Same seed, same initial head, same batch order: the head trained on cached features must follow
     the same trajectory as the full model with a frozen backbone. Dropout is 0 because its random
     masks come from different generators in the two models; everything else is deterministic."""
     source = write_run(tmp_path / "source", per_class=10)
+    keras.utils.set_random_seed(0)  # the backbone below must not depend on what ran before in this process
     pretrained = models.build_model("small_cnn", num_classes=3, image_size=32, alpha=0.5)
-    training.compile_model(pretrained, learning_rate=0.01)
+    training.compile_model(pretrained, learning_rate=0.001)
     manifest = pd.read_csv(source / "data" / "manifest.csv")
     images = np.stack([keras.utils.img_to_array(keras.utils.load_img(source / path)) for path in manifest["path"]])
     targets = keras.utils.to_categorical(manifest["label"].astype("category").cat.codes, 3)
@@ -171,38 +198,34 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def test_multi_worker_strategy_is_refused_with_the_reason():
-    with pytest.raises(TrainingError, match="multi_worker.*Keras 3.*keras-team/keras#20585.*mirrored"):
+def test_multi_worker_strategy_without_a_cluster_says_how_to_describe_one(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(TrainingError, match="multi_worker needs \\$TF_CONFIG on every worker"):
         training.make_strategy("multi_worker")
 
 
-# Plain Keras 3 under MultiWorkerMirroredStrategy with two workers on 127.0.0.1, independent of lib:
-# once this passes (an upstream fix), lib.training can stop refusing train.strategy: multi_worker.
-WORKER = textwrap.dedent("""
-    import numpy as np, tensorflow as tf, keras
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    with strategy.scope():
-        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
-        model.compile("adam", "categorical_crossentropy")
-    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
-    y = keras.utils.to_categorical(np.arange(16) % 2, 2)
-    model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(4), epochs=1, verbose=0)
-""")
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="Keras 3 does not support MultiWorkerMirroredStrategy (keras-team/keras#20585)")
-def test_keras_fits_under_multi_worker_strategy_with_two_local_workers():
+def test_multi_worker_strategy_trains_with_two_local_workers_that_stay_in_sync(tmp_path):
+    """Two worker processes on 127.0.0.1 (TF_CONFIG) train one run: the gradients are all-reduced, so both
+    end with identical weights; only the chief (worker 0) writes the run's products."""
+    run_dir = write_run(tmp_path, per_class=8)
+    job = {"run_dir": str(run_dir), "model_options": SMALL,
+           "train": {"image_size": 32, "epochs": 2, "batch_size": 4, "strategy": "multi_worker"}}
     workers = [f"127.0.0.1:{free_port()}" for _ in range(2)]
-    processes = []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": json.dumps(tf_config)}
-        processes.append(subprocess.Popen([sys.executable, "-c", WORKER], env=environment,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    processes = [subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, json.dumps(job)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(paths.PROJECT_ROOT),
+             "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})})
+        for index in range(2)]
     try:
-        errors = [process.communicate(timeout=120)[1] for process in processes]
+        outputs = [process.communicate(timeout=240) for process in processes]
     finally:
         for process in processes:
             process.kill()
-    assert [process.returncode for process in processes] == [0, 0], errors[0][-2000:]
+    assert [process.returncode for process in processes] == [0, 0], outputs[0][1][-3000:] + outputs[1][1][-3000:]
+    chief, other = (summary_of(types.SimpleNamespace(stdout=stdout)) for stdout, _ in outputs)
+    assert chief["strategy"] == other["strategy"] == "multi_worker" and chief["replicas"] == 2
+    assert chief["epochs_run"] == 2 and chief == json.loads((run_dir / "training.json").read_text())
+    weights = [stdout.split("WEIGHTS ", 1)[1].split()[0] for stdout, _ in outputs]
+    assert weights[0] == weights[1], "the workers' weights diverged: gradients were not all-reduced"
+    assert keras.models.load_model(run_dir / "model" / "best.keras").output_shape == (None, 3)
+    assert list(pd.read_csv(run_dir / "model" / "history.csv")["epoch"]) == [0, 1]

@@ -25,10 +25,13 @@ from lib.errors import ExportError
 logger = logging.getLogger(__name__)
 
 # converter flags per quantization option; they quantize the weights only (activations stay float32).
-# uint8 is per tensor: batch-norm multipliers spanning 0.05..33 (ImageNet MobileNet) round the small ones to 0
-# (top-1 agreement 19% measured with an untrained head), so those tiny vectors stay float16 (+0.5% size; 71-95%).
-QUANTIZATIONS = {"none": [], "float16": ["--quantize_float16"],
-                 "uint8": ["--quantize_float16=*/batchnorm/*", "--quantize_uint8"]}
+# uint8 is affine per tensor, the converter's only kind: one scale for a whole kernel. After batch norm is folded
+# into a conv kernel, its output channels can differ in scale by 100x or more (ImageNet MobileNet v1), and the small
+# ones round to a few levels (top-1 agreement 19% with Keras when every tensor is uint8). So "uint8" quantizes to
+# uint8 only the tensors where every output channel keeps its shape (`uint8_safe_weights`), the rest to float16.
+QUANTIZATIONS = {"none": [], "float16": ["--quantize_float16"], "uint8": None}
+# largest relative RMS error uint8 may add to any output channel of a tensor quantized to uint8
+UINT8_MAX_CHANNEL_ERROR = 0.02
 # the issue's floors: float32 must match Keras closely; quantized models must agree on the top class
 FLOORS = {"none": {"max_abs_diff": 1e-4, "top1_agreement": 1.0},
           "float16": {"max_abs_diff": None, "top1_agreement": 0.98},
@@ -60,13 +63,48 @@ def export_saved_model(model, saved_model_dir, image_size):
     return Path(saved_model_dir)
 
 
+def uint8_safe_weights(tfjs_dir, max_channel_error=UINT8_MAX_CHANNEL_ERROR):
+    """Names of the float weights of the float32 graph model in `tfjs_dir` that per-tensor uint8 quantization
+    (tensorflowjs.quantization, exactly as the converter does it) keeps within `max_channel_error` relative RMS
+    error in every output channel (the last axis; the input-channel axis of depthwise kernels (h, w, c, 1))."""
+    from tensorflowjs import quantization, read_weights
+
+    spec = json.loads((Path(tfjs_dir) / "model.json").read_text())
+    safe = []
+    for entry in read_weights.read_weights(spec["weightsManifest"], str(tfjs_dir), flatten=True):
+        data = np.asarray(entry["data"])
+        if data.dtype != np.float32 or data.size < 2:
+            continue
+        quantized, metadata = quantization.quantize_weights(data, np.uint8)
+        error = quantization.dequantize_weights(quantized, metadata, np.float32) - data
+        axis = -2 if data.ndim == 4 and data.shape[-1] == 1 else -1
+        channels = np.moveaxis(data, axis, 0).reshape(data.shape[axis], -1)
+        channel_errors = np.moveaxis(error, axis, 0).reshape(data.shape[axis], -1)
+        rms, error_rms = np.sqrt((channels ** 2).mean(axis=1)), np.sqrt((channel_errors ** 2).mean(axis=1))
+        relative = np.divide(error_rms, rms, out=np.where(error_rms > 0, np.inf, 0.0), where=rms > 0)
+        if relative.max() <= max_channel_error:
+            safe.append(entry["name"])
+    return safe
+
+
+def quantization_flags(quantize, saved_model_dir, work_dir):
+    """The converter's quantization flags for `quantize`; for uint8, worked out from a float32 conversion."""
+    if check_quantize(quantize) != "uint8":
+        return QUANTIZATIONS[quantize]
+    probe = convert_saved_model(saved_model_dir, Path(work_dir) / "float32-probe", "none")
+    safe = uint8_safe_weights(probe)
+    shutil.rmtree(probe)
+    logger.info("uint8: %d weight tensors quantized to uint8, the others to float16", len(safe))
+    # the quantize flags take an optional value: keep them before other flags, not before the paths
+    return ([f"--quantize_uint8={','.join(safe)}"] if safe else []) + ["--quantize_float16"]
+
+
 def convert_saved_model(saved_model_dir, output_dir, quantize="none", timeout_seconds=600):
     """Run the tensorflowjs converter (this interpreter's package, in a subprocess: ~1 GB RAM, 5-8 s)
     on `saved_model_dir`, writing model.json + group*.bin to `output_dir`. Returns `output_dir`."""
+    flags = quantization_flags(quantize, saved_model_dir, Path(output_dir).parent)
     command = [sys.executable, "-c", "import sys; from tensorflowjs.converters.converter import pip_main; "
-               "sys.exit(pip_main())",
-               # the quantize flags take an optional value: keep them before other flags, not before the paths
-               *QUANTIZATIONS[check_quantize(quantize)],
+               "sys.exit(pip_main())", *flags,
                "--input_format=tf_saved_model", "--output_format=tfjs_graph_model",
                f"--signature_name={SIGNATURE}", "--saved_model_tags=serve", str(saved_model_dir), str(output_dir)]
     try:

@@ -129,7 +129,7 @@ class EvaluateParams:
 @dataclass
 class ExportParams:
     quantize: str = field(default="none", metadata=choice("none", "float16", "uint8"))
-    parity_images: int = field(default=16, metadata=bounded(1, 10_000))
+    parity_images: int = field(default=64, metadata=bounded(1, 10_000))
     browser_parity: str = field(default="auto", metadata=choice("auto", "on", "off"))
 
 

@@ -3,6 +3,10 @@
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
-from lib import browser, export  # noqa: E402
+from lib import browser, export, paths  # noqa: E402
 from lib.errors import ExportError  # noqa: E402
 
 IMAGE_SIZE = 32
@@ -196,6 +200,24 @@ def test_mobilenet_float32_parity_in_chromium(tmp_path):
     assert parity["passes"], parity
 
 
+def test_uint8_spares_a_kernel_whose_small_output_channels_it_would_erase(tmp_path):
+    """Per-tensor uint8 gives a kernel one scale; an output channel 1000x smaller than the others (as batch norm
+    folding makes them) would round to zero, so that kernel goes float16 and the well-spread one uint8."""
+    inputs = keras.Input((2, 2, 3))
+    outputs = layers.Dense(3, name="skewed")(layers.Dense(8, name="spread")(layers.Flatten()(inputs)))
+    model = keras.Model(inputs, outputs)
+    kernel, bias = model.get_layer("skewed").get_weights()
+    model.get_layer("skewed").set_weights([kernel * np.array([1e-3, 1.0, 1.0], "float32"), bias])
+    saved_model = export.export_saved_model(model, tmp_path / "saved", image_size=2)
+    float32 = export.convert_saved_model(saved_model, tmp_path / "tfjs", "none")
+    safe = export.uint8_safe_weights(float32)
+    names = [entry["name"] for group in json.loads((float32 / "model.json").read_text())["weightsManifest"]
+             for entry in group["weights"]]
+    assert [name for name in names if "skewed" in name], names
+    assert any("spread" in name for name in safe) and not any("skewed" in name for name in safe)
+    assert export.quantization_flags("uint8", saved_model, tmp_path)[-1] == "--quantize_float16"
+
+
 def test_browser_parity_auto_records_not_measured_when_chromium_is_missing(monkeypatch, tmp_path):
     monkeypatch.setenv("CHROMIUM_PATH", str(tmp_path / "no-chromium"))
     result = export.browser_parity(tmp_path, np.zeros((1, 4, 4, 3)), np.ones((1, 3)) / 3, "none", mode="auto")
@@ -222,6 +244,27 @@ def installed_copy(exported_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(exported_run[0], run_dir)
     return run_dir, (run_dir / "tfjs" / "model.json").read_bytes()
+
+
+def test_a_conversion_killed_midway_leaves_the_installed_model_and_the_next_export_cleans_up(exported_run, tmp_path):
+    run_dir = shutil.copytree(exported_run[0], tmp_path / "run")
+    installed = {path.name: path.read_bytes() for path in (run_dir / "tfjs").iterdir()}
+    job = (f"from lib import export; export.export_run({str(run_dir)!r}, quantize='float16', parity_images=2, "
+           "browser_parity_mode='off', compare_quantizations=('none', 'float16'))")
+    process = subprocess.Popen([sys.executable, "-c", job], cwd=paths.PROJECT_ROOT, start_new_session=True,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180
+    while not list(run_dir.glob(".export-*/tfjs-*")):  # the converter has started writing a TF.js model
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "the conversion never started"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the exporting process and its converter subprocess
+    process.wait()
+    assert {path.name: path.read_bytes() for path in (run_dir / "tfjs").iterdir()} == installed
+    assert list(run_dir.glob(".export-*")), "the killed export left its work folder, outside tfjs/"
+    export.export_run(run_dir, quantize="none", parity_images=2, browser_parity_mode="off",
+                      compare_quantizations=("none",))
+    assert not list(run_dir.glob(".export-*")) and export.verify_tfjs_model(run_dir / "tfjs", IMAGE_SIZE)
 
 
 def test_failed_conversion_leaves_the_installed_model_untouched(exported_run, cnn_model, tmp_path, monkeypatch):

@@ -87,22 +87,27 @@ def uint8_safe_weights(tfjs_dir, max_channel_error=UINT8_MAX_CHANNEL_ERROR):
     return safe
 
 
-def quantization_flags(quantize, saved_model_dir, work_dir):
-    """The converter's quantization flags for `quantize`; for uint8, worked out from a float32 conversion."""
+def quantization_flags(quantize, saved_model_dir, work_dir, float32_dir=None):
+    """The converter's quantization flags for `quantize`; for uint8, worked out from the float32 conversion
+    `float32_dir` (made in `work_dir` when not given)."""
     if check_quantize(quantize) != "uint8":
         return QUANTIZATIONS[quantize]
-    probe = convert_saved_model(saved_model_dir, Path(work_dir) / "float32-probe", "none")
-    safe = uint8_safe_weights(probe)
-    shutil.rmtree(probe)
+    if float32_dir is None:
+        probe = convert_saved_model(saved_model_dir, Path(work_dir) / "float32-probe", "none")
+        safe = uint8_safe_weights(probe)
+        shutil.rmtree(probe)
+    else:
+        safe = uint8_safe_weights(float32_dir)
     logger.info("uint8: %d weight tensors quantized to uint8, the others to float16", len(safe))
     # the quantize flags take an optional value: keep them before other flags, not before the paths
     return ([f"--quantize_uint8={','.join(safe)}"] if safe else []) + ["--quantize_float16"]
 
 
-def convert_saved_model(saved_model_dir, output_dir, quantize="none", timeout_seconds=600):
+def convert_saved_model(saved_model_dir, output_dir, quantize="none", timeout_seconds=600, float32_dir=None):
     """Run the tensorflowjs converter (this interpreter's package, in a subprocess: ~1 GB RAM, 5-8 s)
-    on `saved_model_dir`, writing model.json + group*.bin to `output_dir`. Returns `output_dir`."""
-    flags = quantization_flags(quantize, saved_model_dir, Path(output_dir).parent)
+    on `saved_model_dir`, writing model.json + group*.bin to `output_dir`. Returns `output_dir`.
+    uint8 reuses the float32 conversion `float32_dir` when given (see `quantization_flags`)."""
+    flags = quantization_flags(quantize, saved_model_dir, Path(output_dir).parent, float32_dir)
     command = [sys.executable, "-c", "import sys; from tensorflowjs.converters.converter import pip_main; "
                "sys.exit(pip_main())", *flags,
                "--input_format=tf_saved_model", "--output_format=tfjs_graph_model",
@@ -285,7 +290,8 @@ def export_run(run_dir, quantize="none", parity_images=16, browser_parity_mode="
     for stale in [*run_dir.glob(".export-*"), *run_dir.glob(".tfjs-old-*")]:  # left by a killed export
         logger.info("removing %s, left by an interrupted export", stale)
         shutil.rmtree(stale)
-    options = list(dict.fromkeys([check_quantize(quantize), *map(check_quantize, compare_quantizations)]))
+    wanted = {check_quantize(quantize), *map(check_quantize, compare_quantizations)}
+    options = [option for option in QUANTIZATIONS if option in wanted]  # float32 first: uint8 is derived from it
     model = model if model is not None else load_run_model(run_dir)
     image_size = int(model.input_shape[1])
     classes = json.loads((run_dir / "data" / "classes.json").read_text())
@@ -302,7 +308,9 @@ def export_run(run_dir, quantize="none", parity_images=16, browser_parity_mode="
                       keras_probabilities, saved_model_probabilities(saved_model_dir, images)),
                   "options": {}}
         for option in options:
-            converted = convert_saved_model(saved_model_dir, work_dir / f"tfjs-{option}", option)
+            float32_dir = work_dir / "tfjs-none" if "none" in options else None
+            converted = convert_saved_model(saved_model_dir, work_dir / f"tfjs-{option}", option,
+                                            float32_dir=float32_dir)
             verify_tfjs_model(converted, image_size)
             report["options"][option] = {"size_bytes": directory_size(converted),
                                          "parity": browser_parity(converted, images, keras_probabilities,

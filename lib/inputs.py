@@ -24,6 +24,9 @@ AUGMENTATION_KEYS = ("rotation_range", "width_shift_range", "height_shift_range"
                      "horizontal_flip", "vertical_flip", "fill_mode")
 # decoded images up to this size are kept in memory after the first epoch
 MEMORY_CACHE_BYTES = 512 * 2**20
+# batch of the one-pass feature computation: activations, not images, dominate its memory (a VGG19 batch of 32 at
+# 224 px holds ~1.5 GB of them), and inference throughput hardly depends on the batch
+FEATURE_BATCH_SIZE = 8
 
 
 def read_split(run_dir):
@@ -179,7 +182,8 @@ def cached_features(model, run_dir, key, split, paths, image_size, batch_size):
     if features_path.is_file() and paths_path.is_file() and json.loads(paths_path.read_text()) == relative:
         log.info("feature cache hit: %s", features_path)
         return np.load(features_path)
-    images = make_dataset(paths, np.zeros(len(paths), np.int32), 1, image_size, batch_size, cache_in_memory=False)
+    images = make_dataset(paths, np.zeros(len(paths), np.int32), 1, image_size, min(batch_size, FEATURE_BATCH_SIZE),
+                          cache_in_memory=False)
     log.info("computing %s features of %d images (one pass of the backbone)", split, len(paths))
     values = models.feature_model(model).predict(images.map(lambda x, y: x), verbose="auto").astype(np.float32)
     folder.mkdir(parents=True, exist_ok=True)

@@ -270,7 +270,7 @@ def test_a_conversion_killed_midway_leaves_the_installed_model_and_the_next_expo
 def test_failed_conversion_leaves_the_installed_model_untouched(exported_run, cnn_model, tmp_path, monkeypatch):
     run_dir, before = installed_copy(exported_run, tmp_path)
 
-    def killed(saved_model_dir, output_dir, quantize="none", timeout_seconds=600):
+    def killed(saved_model_dir, output_dir, quantize="none", timeout_seconds=600, float32_dir=None):
         (Path(output_dir) / "group1-shard1of1.bin").parent.mkdir(parents=True)
         (Path(output_dir) / "group1-shard1of1.bin").write_bytes(b"half")
         raise ExportError("converter killed")

@@ -113,7 +113,8 @@ def fit_under_multi_worker(model):
     model._distribute_strategy = None
     for name in ("train_step", "test_step"):
         step = getattr(model, name)
-        setattr(model, name, lambda data, step=step: {key: tf.reshape(value, [1]) for key, value in step(data).items()})
+        setattr(model, name, lambda data, step=step: {key: tf.reshape(value, [1])
+                                                      for key, value in step(data).items()})
     return model
 
 
@@ -192,6 +193,7 @@ class _Checkpoint(keras.callbacks.ModelCheckpoint):
         return str(self._partial_path)
 
     def _save_model(self, epoch, batch, logs):
+        self._partial_path.unlink(missing_ok=True)  # left by a save that was killed: never install it
         try:
             super()._save_model(epoch, batch, logs)
         except OSError as error:

@@ -135,6 +135,10 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path,
     assert [path.name for path in best.parent.iterdir()] == ["best.keras"], "no partial file is left behind"
     keras.models.load_model(best)
 
+    (best.parent / ".partial-best.keras").write_bytes(first[:100])  # a save killed mid-write, then a resume
+    checkpoint.on_epoch_end(2, {"val_loss": 2.0})  # no improvement: nothing may be installed
+    assert best.read_bytes() == first
+
 
 def test_feature_cache_training_matches_ordinary_training(tmp_path):
     """Same seed, same initial head, same batch order: the head trained on cached features must follow

@@ -137,12 +137,14 @@ def run_notebook(run_dir, notebook, kernel_name="python3", log_output=False, not
 
 
 def _kernel_manager_logging_to(log_path):
-    """A kernel manager whose kernel writes its process-level stderr (TensorFlow's C++ start-up lines,
-    crashes) to `log_path` instead of the terminal; cell outputs still go to the notebook."""
+    """A kernel manager whose kernel writes its process-level output (TensorFlow's C++ start-up lines,
+    crashes) to `log_path` instead of the terminal or the cells; what Python prints still goes to the notebook."""
     from jupyter_client.manager import AsyncKernelManager
 
     class KernelManagerWithLog(AsyncKernelManager):
         async def _async_launch_kernel(self, kernel_cmd, **kw):
+            # without this, ipykernel copies file-descriptor output (the C++ lines) into the executed cells
+            kernel_cmd = [*kernel_cmd, "--IPKernelApp.capture_fd_output=False"]
             with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
                 kw["stderr"] = log
                 return await super()._async_launch_kernel(kernel_cmd, **kw)

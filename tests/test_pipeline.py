@@ -18,7 +18,8 @@ def make_notebooks(folder, failing=None):
         parameters = nbformat.v4.new_code_cell('run_dir = "outputs/demo"')
         parameters.metadata["tags"] = ["parameters"]
         cells = [parameters, nbformat.v4.new_code_cell(
-            f"import pathlib\nwith open(pathlib.Path(run_dir, 'ran.txt'), 'a') as f: f.write('{name}\\n')")]
+            f"import os, pathlib\nwith open(pathlib.Path(run_dir, 'ran.txt'), 'a') as f: f.write('{name}\\n')\n"
+            "os.write(2, b'C-level noise\\n')  # as TensorFlow's C++ start-up lines are written\nprint('cell done')")]
         if name == failing:
             cells.append(nbformat.v4.new_code_cell(
                 "if not pathlib.Path(run_dir, 'fixed').exists():\n    raise ValueError('planted failure')"))
@@ -39,7 +40,8 @@ def ran(run_dir):
     return (run_dir / "ran.txt").read_text().split()
 
 
-def test_run_executes_every_notebook_in_order_and_keeps_each_executed_copy(tmp_path, params_file):
+def test_run_executes_every_notebook_in_order_and_keeps_each_executed_copy(tmp_path, params_file, monkeypatch):
+    monkeypatch.delenv("PYTEST_CURRENT_TEST")  # ipykernel copies fd output into cells except under pytest
     notebooks = make_notebooks(tmp_path / "notebooks")
     run_dir = pipeline.run(params_file, ["seed=7"], outputs_dir=tmp_path / "out", notebooks_dir=notebooks)
     assert run_dir == tmp_path / "out" / "tiny"
@@ -48,7 +50,9 @@ def test_run_executes_every_notebook_in_order_and_keeps_each_executed_copy(tmp_p
         executed = nbformat.read(run_dir / "notebooks" / f"{name}.ipynb", as_version=4)
         injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
         assert str(run_dir.resolve()) in injected[0].source
-        assert (run_dir / "notebooks" / f"{name}.kernel.log").is_file(), "kernel stderr goes to a log"
+        assert "C-level noise" in (run_dir / "notebooks" / f"{name}.kernel.log").read_text(), "kernel stderr goes to a log"
+        printed = [output.get("text", "") for cell in executed.cells for output in cell.get("outputs", [])]
+        assert not [text for text in printed if "C-level noise" in text], "not into the record"
     assert params.load_run(run_dir).seed == 7
     provenance = json.loads((run_dir / "provenance.json").read_text())
     assert provenance["seed"] == 7 and provenance["packages"]["papermill"]

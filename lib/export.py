@@ -92,12 +92,10 @@ def quantization_flags(quantize, saved_model_dir, work_dir, float32_dir=None):
     `float32_dir` (made in `work_dir` when not given)."""
     if check_quantize(quantize) != "uint8":
         return QUANTIZATIONS[quantize]
+    probe = float32_dir or convert_saved_model(saved_model_dir, Path(work_dir) / "float32-probe", "none")
+    safe = uint8_safe_weights(probe)
     if float32_dir is None:
-        probe = convert_saved_model(saved_model_dir, Path(work_dir) / "float32-probe", "none")
-        safe = uint8_safe_weights(probe)
         shutil.rmtree(probe)
-    else:
-        safe = uint8_safe_weights(float32_dir)
     logger.info("uint8: %d weight tensors quantized to uint8, the others to float16", len(safe))
     # the quantize flags take an optional value: keep them before other flags, not before the paths
     return ([f"--quantize_uint8={','.join(safe)}"] if safe else []) + ["--quantize_float16"]
@@ -307,8 +305,8 @@ def export_run(run_dir, quantize="none", parity_images=16, browser_parity_mode="
                   "saved_model_parity": compare_probabilities(
                       keras_probabilities, saved_model_probabilities(saved_model_dir, images)),
                   "options": {}}
+        float32_dir = work_dir / "tfjs-none" if "none" in options else None  # converted first when wanted
         for option in options:
-            float32_dir = work_dir / "tfjs-none" if "none" in options else None
             converted = convert_saved_model(saved_model_dir, work_dir / f"tfjs-{option}", option,
                                             float32_dir=float32_dir)
             verify_tfjs_model(converted, image_size)

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import types
 from pathlib import Path
 
 import keras
@@ -65,7 +64,11 @@ def run_script(job, env=None, check=True):
 
 
 def summary_of(process):
-    return json.loads(process.stdout.split("SUMMARY ", 1)[1].splitlines()[0])
+    return summary_from(process.stdout)
+
+
+def summary_from(stdout):
+    return json.loads(stdout.split("SUMMARY ", 1)[1].splitlines()[0])
 
 
 def scalar_tags(event_dir):
@@ -226,7 +229,7 @@ def test_multi_worker_strategy_trains_with_two_local_workers_that_stay_in_sync(t
         for process in processes:
             process.kill()
     assert [process.returncode for process in processes] == [0, 0], outputs[0][1][-3000:] + outputs[1][1][-3000:]
-    chief, other = (summary_of(types.SimpleNamespace(stdout=stdout)) for stdout, _ in outputs)
+    chief, other = (summary_from(stdout) for stdout, _ in outputs)
     assert chief["strategy"] == other["strategy"] == "multi_worker" and chief["replicas"] == 2
     assert chief["epochs_run"] == 2 and chief == json.loads((run_dir / "training.json").read_text())
     weights = [stdout.split("WEIGHTS ", 1)[1].split()[0] for stdout, _ in outputs]

@@ -268,13 +268,10 @@ def browser_parity(tfjs_dir, images, keras_probabilities, quantize, mode="auto")
 
 
 def load_run_model(run_dir):
-    """Load `run_dir`/model/best.keras (raw RGB 0-255 in, probabilities out) for inference."""
-    import lib.models  # noqa: F401  (registers the project's custom layers and backbones before loading)
+    """`run_dir`/model/best.keras as the float32 model the converter should see (see artifacts.load_model)."""
+    from lib import artifacts
 
-    path = Path(run_dir) / "model" / "best.keras"
-    if not path.is_file():
-        raise ExportError(f"no trained model at {path}: run notebook 03_train first")
-    return keras.models.load_model(path, compile=False)
+    return artifacts.load_model(run_dir)
 
 
 def export_run(run_dir, quantize="none", parity_images=16, browser_parity_mode="auto", run_name=None,

@@ -1,7 +1,7 @@
 """Pixels: decode any image file to uint8 RGB with opencv (refusing what cannot be used, with a
 reason), resize it (squash, crop, pad), process a whole dataset into lossless PNGs in parallel,
-find exact and near duplicates, and draw a sample grid. (The synthetic lesions of the `generated`
-source are drawn by lib.synthetic.)
+and find exact and near duplicates. (The synthetic lesions of the `generated` source are drawn by
+lib.synthetic; processed images are read back by lib.inputs.load_processed.)
 """
 
 import concurrent.futures
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 MAX_PIXELS = 80_000_000  # larger than any dermoscope photo (about 24 MP); 80 MP of RGB is 240 MB decoded
 ALPHA_BACKGROUND = 255  # transparent pixels are composited on white, like a browser shows them
 EXIF_ORIENTATION_TAG = 0x0112
+ON_BAD_IMAGE = ("skip", "stop")  # data.on_bad_image: list unusable images and go on, or stop at the first
 
 
 def read_image(path, max_pixels=MAX_PIXELS):
@@ -213,8 +214,8 @@ def process_images(records, processed_dir, image_size, resize_mode="squash", max
 def check_skipped(n_found, skipped, on_bad_image="skip", max_bad_fraction=0.05):
     """Raise ImageError when `on_bad_image` is "stop" and anything was skipped, or when more than
     `max_bad_fraction` of the `n_found` images were skipped; `skipped` is the skip list (DataFrame)."""
-    if on_bad_image not in ("skip", "stop"):
-        raise ValueError(f"unknown on_bad_image {on_bad_image!r}; choose one of: skip, stop")
+    if on_bad_image not in ON_BAD_IMAGE:
+        raise ValueError(f"unknown on_bad_image {on_bad_image!r}; choose one of: {', '.join(ON_BAD_IMAGE)}")
     if len(skipped) and on_bad_image == "stop":
         raise ImageError(f"{len(skipped)} of {n_found} images cannot be used and data.on_bad_image is 'stop' "
                          f"(first: {skipped.iloc[0]['source_path']}: {skipped.iloc[0]['reason']}); see data/skipped.csv, "
@@ -247,31 +248,3 @@ def find_duplicates(used, max_distance=20, chunk_size=512):
     exact = int((frame["kind"] == "exact").sum())
     log.info("found %d exact and %d near duplicate pairs across splits", exact, len(frame) - exact)
     return frame.sort_values(["kind", "image_id_a", "image_id_b"]).reset_index(drop=True)
-
-
-def load_processed(path):
-    """Read a processed PNG back as uint8 RGB, HxWx3."""
-    image = cv2.imdecode(np.fromfile(str(path), np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ImageError(f"cannot read processed image {path}: rerun notebook 02_preprocess")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def plot_samples(manifest, run_dir, output_path, classes, per_class=6, seed=0):
-    """Save a grid (one row per class, `per_class` random images) of processed images to `output_path`."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    figure, axes = plt.subplots(len(classes), per_class, figsize=(1.6 * per_class, 1.7 * len(classes)), squeeze=False)
-    for row, label in enumerate(classes):
-        group = manifest[manifest["label"] == label]
-        picks = group.sample(n=min(per_class, len(group)), random_state=seed) if len(group) else group
-        for column in range(per_class):
-            axis = axes[row, column]
-            axis.axis("off")
-            if column < len(picks):
-                axis.imshow(load_processed(Path(run_dir) / picks.iloc[column]["path"]))
-        axes[row, 0].set_title(label, loc="left", fontsize=9)
-    figure.tight_layout()
-    figure.savefig(output_path, dpi=100)
-    plt.close(figure)

@@ -1,73 +1,97 @@
-"""Training input: the manifest written by notebook 02 turned into `tf.data` pipelines, augmentation
-in the recipes' ImageDataGenerator vocabulary mapped onto Keras preprocessing layers, class weights.
+"""Training input: processed PNGs (or cached backbone features) turned into `tf.data` pipelines, shuffled or
+class-balanced, augmented in the recipes' vocabulary by Keras preprocessing layers, plus class weights.
 
-Augmentation runs in `dataset.map` on training data only, so it never becomes part of the saved
-(and exported) model.
+Augmentation runs in `dataset.map` on training batches only, so it never becomes part of the saved (and
+exported) model. Every random choice (order, sampling, augmentation) comes from the run's `seed`.
 """
 
-import json
 import logging
 from pathlib import Path
 
 import keras
 import numpy as np
-import pandas as pd
 import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
-from lib import models
+from lib import registry
 from lib.errors import TrainingError
 
 log = logging.getLogger(__name__)
 
 AUGMENTATION_KEYS = ("rotation_range", "width_shift_range", "height_shift_range", "zoom_range",
-                     "horizontal_flip", "vertical_flip", "fill_mode")
-# decoded images up to this size are kept in memory after the first epoch
-MEMORY_CACHE_BYTES = 512 * 2**20
+                     "horizontal_flip", "vertical_flip", "rotate90", "brightness", "contrast", "saturation",
+                     "hue", "fill_mode")
+# decoded uint8 images up to this size are held in memory (read from disk once, not every epoch)
+MEMORY_BYTES = 3 * 2**30
 # batch of the one-pass feature computation: activations, not images, dominate its memory (a VGG19 batch of 32 at
 # 224 px holds ~1.5 GB of them), and inference throughput hardly depends on the batch
 FEATURE_BATCH_SIZE = 8
 
 
-def read_split(run_dir):
-    """The manifest (pandas DataFrame, one row per usable image) and the class names of classes.json."""
-    run_dir = Path(run_dir)
-    manifest_path, classes_path = run_dir / "data" / "manifest.csv", run_dir / "data" / "classes.json"
-    for path in (manifest_path, classes_path):
-        if not path.is_file():
-            raise TrainingError(f"{path} not found: run notebooks/02_preprocess.ipynb for this run first")
-    manifest = pd.read_csv(manifest_path)
-    classes = json.loads(classes_path.read_text())["classes"]
-    unknown = sorted(set(manifest["label"]) - set(classes))
-    if unknown:
-        raise TrainingError(f"{manifest_path} has labels {unknown} missing from {classes_path} ({classes})")
-    return manifest, classes
+def decode_processed(path):
+    """A processed PNG (as notebook 02 writes them) as a uint8 RGB tensor (S, S, 3): the one decoder of
+    processed images, used by the input pipeline and, through `load_processed`, by everything else."""
+    return tf.io.decode_png(tf.io.read_file(path), channels=3)
 
 
-def split_arrays(manifest, classes, split, run_dir):
-    """(absolute PNG paths, integer labels in classes order) of one split (train|validation|test)."""
-    rows = manifest[manifest["split"] == split]
-    if rows.empty:
-        raise TrainingError(f"no {split} images in the manifest of {run_dir}; check data.validation_fraction")
-    paths = [str(Path(run_dir) / path) for path in rows["path"]]
-    labels = rows["label"].map({name: index for index, name in enumerate(classes)}).to_numpy(np.int32)
-    return paths, labels
+def load_processed(paths, image_size=None):
+    """Processed PNGs as one uint8 RGB array (N, S, S, 3); every image must be `image_size` square when given."""
+    paths = [str(path) for path in paths]
+    if not paths:
+        return np.zeros((0, image_size or 0, image_size or 0, 3), np.uint8)
+    dataset = tf.data.Dataset.from_tensor_slices(paths).map(decode_processed, num_parallel_calls=tf.data.AUTOTUNE,
+                                                             deterministic=True)
+    images = [image.numpy() for image in dataset]
+    sizes = {image.shape for image in images}
+    expected = None if image_size is None else (image_size, image_size, 3)
+    if len(sizes) > 1 or (expected and sizes != {expected}):
+        raise TrainingError(f"processed images have sizes {sorted(sizes)}, expected {expected or 'one size'}: "
+                            f"rerun notebook 02_preprocess (data.image_size: {image_size})")
+    return np.stack(images)
+
+
+# ---- augmentation ---------------------------------------------------------------------------------
+
+@keras.saving.register_keras_serializable(package="lib.inputs")
+class RandomTranspose(keras.layers.Layer):
+    """Swaps height and width of each square image with probability 1/2. With random horizontal and vertical
+    flips this draws uniformly from all 8 rotations and reflections (lesions have no up, down, left or right)."""
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        swap = keras.random.uniform((keras.ops.shape(images)[0], 1, 1, 1), seed=self.seed_generator) < 0.5
+        return keras.ops.where(swap, keras.ops.transpose(images, (0, 2, 1, 3)), images)
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
 
 
 def augmentation_layers(rotation_range=0.0, width_shift_range=0.0, height_shift_range=0.0, zoom_range=0.0,
-                        horizontal_flip=False, vertical_flip=False, fill_mode="nearest", seed=None):
-    """Keras preprocessing layers equivalent to ImageDataGenerator's arguments (empty list: none).
+                        horizontal_flip=False, vertical_flip=False, rotate90=False, brightness=0.0, contrast=0.0,
+                        saturation=0.0, hue=0.0, fill_mode="nearest", seed=None):
+    """Keras preprocessing layers for the recipes' augmentation vocabulary (empty list: none).
 
-    rotation_range is in degrees (180 = any angle within +-180), RandomRotation takes a fraction of a
-    full turn; shifts and zoom are fractions of the image size, as in ImageDataGenerator.
+    The first keys are ImageDataGenerator's: rotation_range in degrees (180 = any angle within +-180; Keras'
+    RandomRotation takes a fraction of a turn), shifts and zoom as fractions of the image size. `rotate90`
+    adds random transposes (with both flips: the 8 right-angle views). brightness / contrast / saturation / hue
+    are the largest relative change (0.1 = +-10%), for pictures from other cameras and lights.
     """
-    if fill_mode not in ("nearest", "reflect", "wrap", "constant"):
-        raise ValueError(f"unknown fill_mode {fill_mode!r}; choose one of: nearest, reflect, wrap, constant")
+    if fill_mode not in registry.FILL_MODES:
+        raise ValueError(f"unknown fill_mode {fill_mode!r}; choose one of: {', '.join(registry.FILL_MODES)}")
+    value_range = (0.0, 255.0)
     augmenters = []
     if horizontal_flip or vertical_flip:
         mode = {(True, True): "horizontal_and_vertical", (True, False): "horizontal",
                 (False, True): "vertical"}[(bool(horizontal_flip), bool(vertical_flip))]
         augmenters.append(keras.layers.RandomFlip(mode, seed=seed))
+    if rotate90:
+        augmenters.append(RandomTranspose(seed=seed))
     if rotation_range:
         augmenters.append(keras.layers.RandomRotation(rotation_range / 360.0, fill_mode=fill_mode, seed=seed))
     if width_shift_range or height_shift_range:
@@ -75,12 +99,21 @@ def augmentation_layers(rotation_range=0.0, width_shift_range=0.0, height_shift_
                                                          fill_mode=fill_mode, seed=seed))
     if zoom_range:
         augmenters.append(keras.layers.RandomZoom(zoom_range, fill_mode=fill_mode, seed=seed))
+    if brightness:
+        augmenters.append(keras.layers.RandomBrightness(brightness, value_range=value_range, seed=seed))
+    if contrast:
+        augmenters.append(keras.layers.RandomContrast(contrast, value_range=value_range, seed=seed))
+    if saturation:
+        augmenters.append(keras.layers.RandomSaturation((0.5 - saturation / 2, 0.5 + saturation / 2),
+                                                        value_range=value_range, seed=seed))
+    if hue:
+        augmenters.append(keras.layers.RandomHue(hue, value_range=value_range, seed=seed))
     return augmenters
 
 
 def make_augmenter(augmentation, seed=None):
-    """A function images -> augmented images for `dataset.map`, or None when `augmentation` (a dict of
-    AUGMENTATION_KEYS, or None) asks for nothing."""
+    """A function float images (B, S, S, 3) in [0, 255] -> augmented images for `dataset.map`, or None when
+    `augmentation` (a dict of AUGMENTATION_KEYS, or None) asks for nothing."""
     augmentation = dict(augmentation or {})
     unknown = sorted(set(augmentation) - set(AUGMENTATION_KEYS))
     if unknown:
@@ -92,41 +125,67 @@ def make_augmenter(augmentation, seed=None):
     def augment(images):
         for layer in augmenters:
             images = layer(images, training=True)
-        return images
+        return tf.clip_by_value(images, 0.0, 255.0)
     return augment
 
 
-def _decode(path, image_size):
-    image = tf.io.decode_png(tf.io.read_file(path), channels=3)
-    image = tf.ensure_shape(image, (image_size, image_size, 3))
-    return tf.cast(image, tf.float32)
+def augmented_examples(image, augmentation, count=9, seed=42):
+    """`count` augmented versions of one RGB [0, 255] image (S, S, 3), for showing what the model sees:
+    float32 (count, S, S, 3). Without augmentation, copies of the image."""
+    images = np.repeat(np.asarray(image, np.float32)[None], count, axis=0)
+    augment = make_augmenter(augmentation, seed=seed)
+    return images if augment is None else keras.ops.convert_to_numpy(augment(images))
 
 
-def make_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=False, seed=42, augment=None,
-                 drop_remainder=False, cache_in_memory=True):
-    """Batches of (float32 RGB [0, 255] (B, S, S, 3), one-hot float32 (B, num_classes)).
+# ---- datasets -------------------------------------------------------------------------------------
 
-    PNGs are decoded in parallel, order-preserving (deterministic for a given seed); shuffling
-    reshuffles every epoch from `seed`; `augment` (from `make_augmenter`) runs after batching.
-    With `cache_in_memory`, decoded images up to MEMORY_CACHE_BYTES stay in memory after the first
-    epoch; a single pass (the feature cache) passes False, so its memory does not grow with the data.
-    """
+def image_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=False, sampling="shuffle", seed=42,
+                  augment=None, drop_remainder=False, in_memory=True):
+    """Batches of (float32 RGB [0, 255] (B, S, S, 3), one-hot float32 (B, num_classes)) from processed PNGs.
+
+    With `in_memory` (and when they fit in MEMORY_BYTES), the images are decoded once, here, and served from
+    memory; otherwise each epoch reads them from disk. `shuffle` reshuffles every epoch from `seed`;
+    `sampling: balanced` draws every class equally often (as many images per epoch as there are);
+    `augment` (from `make_augmenter`) runs on whole batches."""
     if len(paths) != len(labels):
         raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
-    dataset = tf.data.Dataset.from_tensor_slices((list(paths), np.asarray(labels, np.int32)))
-    dataset = dataset.map(lambda path, label: (_decode(path, image_size), tf.one_hot(label, num_classes)),
+    paths = [str(path) for path in paths]
+    if in_memory and len(paths) * image_size * image_size * 3 <= MEMORY_BYTES:
+        images = tf.constant(load_processed(paths, image_size))
+
+        def lookup(index):
+            return tf.cast(tf.gather(images, index), tf.float32)
+    else:
+        table = tf.constant(paths)
+
+        def lookup(index):
+            image = tf.ensure_shape(decode_processed(tf.gather(table, index)), (image_size, image_size, 3))
+            return tf.cast(image, tf.float32)
+    return _batches(lookup, labels, num_classes, batch_size, shuffle, sampling, seed, augment, drop_remainder)
+
+
+def feature_dataset(features, labels, num_classes, batch_size, shuffle=False, sampling="shuffle", seed=42,
+                    drop_remainder=False):
+    """Batches of (cached pooled features (B, c), one-hot labels), in the same order `image_dataset` gives the
+    images for the same seed, for training the head alone."""
+    values = tf.constant(np.asarray(features, np.float32))
+    return _batches(lambda index: tf.gather(values, index), labels, num_classes, batch_size, shuffle, sampling, seed,
+                    None, drop_remainder)
+
+
+def _batches(lookup, labels, num_classes, batch_size, shuffle, sampling, seed, augment, drop_remainder):
+    labels = np.asarray(labels, np.int32)
+    if sampling not in registry.SAMPLINGS:
+        raise ValueError(f"unknown sampling {sampling!r}; choose one of: {', '.join(registry.SAMPLINGS)}")
+    if sampling == "balanced" and shuffle:
+        indices = _balanced_indices(labels, seed)
+    else:
+        indices = tf.data.Dataset.from_tensor_slices(np.arange(len(labels), dtype=np.int64))
+        if shuffle:
+            indices = indices.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    one_hot = tf.one_hot(labels, num_classes)
+    dataset = indices.map(lambda index: (lookup(index), tf.gather(one_hot, index)),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if cache_in_memory and len(paths) * image_size * image_size * 3 * 4 <= MEMORY_CACHE_BYTES:
-        dataset = dataset.cache()
-    return batch(dataset, len(paths), batch_size, shuffle, seed, augment, drop_remainder)
-
-
-def batch(dataset, size, batch_size, shuffle=False, seed=42, augment=None, drop_remainder=False):
-    """Shuffle (whole dataset, reshuffled each epoch from `seed`), batch, augment, prefetch.
-    `drop_remainder`: for several replicas, where a last, smaller batch fails in Keras 3.15 / TF 2.19
-    ("input depth must be evenly divisible by filter depth" inside a replica)."""
-    if shuffle:
-        dataset = dataset.shuffle(size, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     if augment is not None:
         dataset = dataset.map(lambda images, targets: (augment(images), targets),
@@ -134,7 +193,20 @@ def batch(dataset, size, batch_size, shuffle=False, seed=42, augment=None, drop_
     options = tf.data.Options()
     # tensors in memory, not files: multi-worker training shards them by element
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.deterministic = True
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def _balanced_indices(labels, seed):
+    """Indices into `labels`, as many per epoch as there are labels, every present class drawn equally often
+    (each class's images reshuffled whenever they are used up), reshuffled every epoch."""
+    present = np.unique(labels)
+    per_class = [tf.data.Dataset.from_tensor_slices(np.flatnonzero(labels == label).astype(np.int64))
+                 .shuffle(int((labels == label).sum()), seed=seed + int(label), reshuffle_each_iteration=True)
+                 .repeat() for label in present]
+    mixed = tf.data.Dataset.sample_from_datasets(per_class, weights=[1.0 / len(present)] * len(present), seed=seed,
+                                                 rerandomize_each_iteration=True)
+    return mixed.take(len(labels))
 
 
 def class_weights(class_weight, labels, classes):
@@ -156,10 +228,12 @@ def class_weights(class_weight, labels, classes):
                      f"got {class_weight!r}")
 
 
-def feature_cache_key(model_options, image_size, seed):
-    """Folder name under features/ identifying what the backbone computes: backbone, width, weights,
-    input size and pooling (randomly initialised weights depend on the seed)."""
-    weights = model_options.get("weights")
+# ---- the feature cache ------------------------------------------------------------------------------
+
+def feature_cache_key(model_params, image_size, seed, policy):
+    """Folder name under features/ identifying what the backbone computes: backbone, width, weights, input
+    size, pooling and compute dtype (randomly initialised weights depend on the seed)."""
+    weights = model_params.weights
     if weights is None:
         weights_tag = f"random-seed{seed}"
     elif weights == "imagenet":
@@ -167,45 +241,25 @@ def feature_cache_key(model_options, image_size, seed):
     else:
         path = Path(str(weights))
         weights_tag = f"{path.stem}-{path.stat().st_size}"
-    return (f"{model_options['backbone']}-alpha{model_options.get('alpha', 1.0)}-{weights_tag}-"
-            f"{image_size}px-{model_options.get('pooling', 'avg')}")
+    return f"{model_params.backbone}-alpha{model_params.alpha}-{weights_tag}-{image_size}px-{model_params.pooling}-{policy}"
 
 
-def cached_features(model, run_dir, key, split, paths, image_size, batch_size):
-    """Pooled backbone features (N, c) float32 of the images at `paths`, computed once with
-    `models.feature_model(model)` and kept in run_dir/features/<key>/<split>.npy (recomputed when the
-    image list changed)."""
-    folder = Path(run_dir) / "features" / key
+def cached_features(feature_model, folder, split, paths, image_size):
+    """Pooled backbone features (N, c) float32 of the images at `paths`, computed once by `feature_model`
+    (raw RGB -> pooled features) and kept in `folder`/<split>.npy (recomputed when the image list changed)."""
+    import json
+
+    folder = Path(folder)
     features_path, paths_path = folder / f"{split}.npy", folder / f"{split}_paths.json"
-    relative = [str(Path(path).relative_to(run_dir)) if Path(path).is_relative_to(run_dir) else str(path)
-                for path in paths]
-    if features_path.is_file() and paths_path.is_file() and json.loads(paths_path.read_text()) == relative:
+    names = [Path(path).name for path in paths]
+    if features_path.is_file() and paths_path.is_file() and json.loads(paths_path.read_text()) == names:
         log.info("feature cache hit: %s", features_path)
         return np.load(features_path)
-    images = make_dataset(paths, np.zeros(len(paths), np.int32), 1, image_size, min(batch_size, FEATURE_BATCH_SIZE),
-                          cache_in_memory=False)
+    images = image_dataset(paths, np.zeros(len(paths), np.int32), 1, image_size, FEATURE_BATCH_SIZE, in_memory=False)
     log.info("computing %s features of %d images (one pass of the backbone)", split, len(paths))
-    values = models.feature_model(model).predict(images.map(lambda x, y: x), verbose="auto").astype(np.float32)
+    values = feature_model.predict(images.map(lambda x, y: x), verbose="auto").astype(np.float32)
     folder.mkdir(parents=True, exist_ok=True)
     np.save(features_path, values)
-    paths_path.write_text(json.dumps(relative))
+    paths_path.write_text(json.dumps(names))
     log.info("computed %s features %s into %s", split, values.shape, features_path)
     return values
-
-
-def feature_dataset(model, run_dir, key, split, paths, labels, num_classes, image_size, batch_size,
-                    shuffle=False, seed=42, drop_remainder=False):
-    """Batches of (cached pooled features, one-hot labels), shuffled exactly like `make_dataset` with
-    the same seed (the order depends only on seed and size), for training the head alone."""
-    values = cached_features(model, run_dir, key, split, paths, image_size, batch_size)
-    targets = tf.one_hot(np.asarray(labels, np.int32), num_classes)
-    return batch(tf.data.Dataset.from_tensor_slices((values, targets)), len(paths), batch_size, shuffle, seed,
-                 drop_remainder=drop_remainder)
-
-
-def augmented_examples(image, augmentation, count=9, seed=42):
-    """`count` augmented versions of one float RGB [0, 255] image (S, S, 3), for showing what the
-    model sees: float32 (count, S, S, 3). Without augmentation, copies of the image."""
-    images = np.repeat(np.asarray(image, np.float32)[None], count, axis=0)
-    augment = make_augmenter(augmentation, seed=seed)
-    return images if augment is None else keras.ops.convert_to_numpy(augment(images))

@@ -14,13 +14,13 @@ the TF.js export rely on:
 No random augmentation layer is ever part of the model (it would run at inference in TF.js).
 """
 
-import dataclasses
 import logging
 from pathlib import Path
 
 import keras
 from keras import layers
 
+from lib import registry
 from lib.errors import TrainingError
 
 log = logging.getLogger(__name__)
@@ -60,27 +60,18 @@ def small_cnn(input_shape, weights=None, alpha=1.0, name="small_cnn"):
     return model
 
 
-def _application(constructor, takes_alpha=False):
-    def build(input_shape, weights, alpha, name):
-        extra = {"alpha": alpha} if takes_alpha else {}
-        return constructor(include_top=False, weights=weights, input_shape=input_shape, name=name, **extra)
+def _application(name):
+    def build(input_shape, weights, alpha, name_in_model):
+        spec = registry.BACKBONES[name]
+        extra = {"alpha": alpha} if spec.takes_alpha else {}
+        constructor = getattr(keras.applications, spec.application)
+        return constructor(include_top=False, weights=weights, input_shape=input_shape, name=name_in_model, **extra)
     return build
 
 
-@dataclasses.dataclass(frozen=True)
-class Backbone:
-    build: object  # (input_shape, weights, alpha, name) -> keras.Model producing conv feature maps
-    preprocess: str  # key of PREPROCESSING: how raw [0, 255] RGB is turned into what the backbone expects
-
-
-BACKBONES = {
-    "mobilenet": Backbone(_application(keras.applications.MobileNet, takes_alpha=True), "tf"),
-    "mobilenet_v2": Backbone(_application(keras.applications.MobileNetV2, takes_alpha=True), "tf"),
-    "vgg19": Backbone(_application(keras.applications.VGG19), "caffe"),
-    # EfficientNet rescales and normalises inside keras.applications already: it takes [0, 255]
-    "efficientnet_b0": Backbone(_application(keras.applications.EfficientNetB0), "none"),
-    "small_cnn": Backbone(small_cnn, "unit"),
-}
+# name -> (input_shape, weights, alpha, name) -> keras.Model producing conv feature maps
+BACKBONES = {name: small_cnn if spec.application == "small_cnn" else _application(name)
+             for name, spec in registry.BACKBONES.items()}
 
 PREPROCESSING = {
     "tf": lambda: layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess"),  # [-1, 1]
@@ -90,14 +81,13 @@ PREPROCESSING = {
 }
 
 POOLING = {"avg": layers.GlobalAveragePooling2D, "max": layers.GlobalMaxPooling2D}
-HEADS = ("pooled", "dense")
 RECIPE_B_DENSE_UNITS = (512, 512, 512)
 
 
-def _choose(registry, name, what):
-    if name not in registry:
-        raise ValueError(f"unknown {what} {name!r}; choose one of: {', '.join(registry)}")
-    return registry[name]
+def _choose(choices, name, what):
+    if name not in choices:
+        raise ValueError(f"unknown {what} {name!r}; choose one of: {', '.join(choices)}")
+    return choices[name] if isinstance(choices, dict) else name
 
 
 def build_backbone(backbone, image_size, weights=None, alpha=1.0):
@@ -105,7 +95,7 @@ def build_backbone(backbone, image_size, weights=None, alpha=1.0):
 
     `weights`: "imagenet" (downloaded by Keras), None (random init) or the path of a weights file.
     """
-    spec = _choose(BACKBONES, backbone, "backbone")
+    build = _choose(BACKBONES, backbone, "backbone")
     if weights not in (None, "imagenet"):
         path = Path(str(weights))
         if not path.is_file():
@@ -114,7 +104,7 @@ def build_backbone(backbone, image_size, weights=None, alpha=1.0):
         weights = str(path)
     try:
         # built under its final name: re-wrapping it in another keras.Model breaks MirroredStrategy replicas
-        return spec.build((image_size, image_size, 3), weights, alpha, "backbone")
+        return build((image_size, image_size, 3), weights, alpha, "backbone")
     except ValueError:
         raise
     except Exception as error:  # Keras reports a failed download as a bare Exception("URL fetch failure ...")
@@ -126,10 +116,11 @@ def build_backbone(backbone, image_size, weights=None, alpha=1.0):
         raise TrainingError(f"cannot build backbone {backbone} with weights {weights!r}: {error}") from error
 
 
-def set_trainable_layers(model, trainable_layers):
+def set_trainable_layers(model, trainable_layers, freeze_batch_norm=True):
     """Freeze the backbone of `model` except its last `trainable_layers` layers (-1: all trainable,
-    0: all frozen). Frozen BatchNormalization layers run in inference mode (Keras 3 does that for
-    any BatchNormalization whose `trainable` is False). Recompile afterwards."""
+    0: all frozen). With `freeze_batch_norm`, every BatchNormalization layer of the backbone stays frozen,
+    which in Keras 3 also runs it in inference mode: fine-tuning with small batches then keeps the
+    ImageNet statistics instead of noisy batch ones. Recompile afterwards."""
     if trainable_layers < -1:
         raise ValueError(f"trainable_layers must be -1 (all), 0 (frozen) or N > 0; got {trainable_layers}")
     backbone = model.get_layer("backbone")
@@ -137,35 +128,34 @@ def set_trainable_layers(model, trainable_layers):
     if trainable_layers > 0:
         for layer in backbone.layers[:-trainable_layers]:
             layer.trainable = False
+    if freeze_batch_norm:
+        for layer in backbone.layers:
+            if isinstance(layer, layers.BatchNormalization):
+                layer.trainable = False
     return model
 
 
 def build_model(backbone, num_classes, image_size, alpha=1.0, weights=None, head="pooled", pooling="avg",
                 dense_units=(), dropout=0.25, trainable_layers=-1, output_activation="softmax",
-                clear_session=True):
-    """Build the full classifier (structure in the module docstring).
+                freeze_batch_norm=True):
+    """Build the full classifier (structure in the module docstring) under Keras' current dtype policy.
 
     head "pooled" (recipe A): pool, Dropout(dropout), Dense(num_classes).
     head "dense" (recipe B): pool, then Dense(u, relu) + Dropout(dropout) for each u in `dense_units`
     (empty: [512, 512, 512]), then Dense(num_classes).
-    `output_activation`: softmax | sigmoid. `clear_session` resets Keras' global state first, so
-    repeated builds in one kernel do not grow memory (pass False inside a distribution strategy scope).
+    `output_activation`: softmax | sigmoid. `trainable_layers`, `freeze_batch_norm`: see set_trainable_layers.
     """
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2; got {num_classes}")
-    if head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; choose one of: {', '.join(HEADS)}")
-    if output_activation not in ("softmax", "sigmoid"):
-        raise ValueError(f"unknown output_activation {output_activation!r}; choose one of: softmax, sigmoid")
+    _choose(registry.HEADS, head, "head")
+    _choose(registry.OUTPUT_ACTIVATIONS, output_activation, "output_activation")
     if head == "pooled" and dense_units:
         raise ValueError("dense_units is used by head: dense only; remove it or set head: dense")
     pool_layer = _choose(POOLING, pooling, "pooling")
     _choose(BACKBONES, backbone, "backbone")
-    if clear_session:
-        keras.backend.clear_session()
 
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = PREPROCESSING[BACKBONES[backbone].preprocess]()(inputs)
+    x = PREPROCESSING[registry.BACKBONES[backbone].preprocess]()(inputs)
     x = build_backbone(backbone, image_size, weights=weights, alpha=alpha)(x)
     x = pool_layer(name="pool")(x)
     hidden = (list(dense_units) or list(RECIPE_B_DENSE_UNITS)) if head == "dense" else []
@@ -176,10 +166,45 @@ def build_model(backbone, num_classes, image_size, alpha=1.0, weights=None, head
         x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(num_classes, activation=output_activation, dtype="float32", name="predictions")(x)
     model = keras.Model(inputs, outputs, name=f"{backbone}_{head}")
-    set_trainable_layers(model, trainable_layers)
-    log.info("built %s: %d parameters, backbone %s", model.name, model.count_params(),
-             "trainable" if trainable_layers == -1 else f"trainable_layers={trainable_layers}")
+    set_trainable_layers(model, trainable_layers, freeze_batch_norm)
+    log.info("built %s: %d parameters, backbone %s, dtype policy %s", model.name, model.count_params(),
+             "trainable" if trainable_layers == -1 else f"trainable_layers={trainable_layers}",
+             keras.config.dtype_policy().name)
     return model
+
+
+def as_float32(model):
+    """`model` itself when it computes in float32, else a float32 copy with the same weights: a model trained
+    under mixed precision (float16/bfloat16 compute) exported or evaluated as the float32 graph TF.js runs."""
+    if all(layer.dtype_policy.name == "float32" for layer in _all_layers(model)):
+        return model
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        config = _with_float32_policies(model.get_config())
+        copy = model.__class__.from_config(config)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+def _with_float32_policies(config):
+    """A copy of a Keras config with every layer's dtype policy replaced by float32."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" or config.get("class_name") == "FloatDTypePolicy":
+            return {**config, "config": {**config.get("config", {}), "name": "float32"}}
+        return {key: _with_float32_policies(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_with_float32_policies(item) for item in config]
+    return config
 
 
 def head_layers(model):

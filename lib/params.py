@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from lib import images, registry, sources
 from lib.errors import ParamsError
 
 
@@ -26,19 +27,22 @@ def bounded(low=None, high=None, help=""):
 
 @dataclass
 class DataParams:
-    source: str = field(default="generated", metadata=choice("generated", "kaggle", "local"))
+    source: str = field(default="generated", metadata=choice(*sources.SOURCES))
     # ham10000 | isic_binary | any Kaggle slug "owner/name" in a supported layout
     dataset: str = "ham10000"
     path: typing.Optional[str] = None  # folder of a local dataset (source: local), relative to the project root
-    layout: str = field(default="auto", metadata=choice("auto", "ham10000", "class_folders"))
-    labels: str = field(default="dx", metadata=choice("dx", "binary"))
+    layout: str = field(default="auto", metadata=choice(*sources.LAYOUTS))
+    labels: str = field(default="dx", metadata=choice(*sources.LABEL_MODES))
     image_size: int = field(default=224, metadata=bounded(32, 1024))
-    resize_mode: str = field(default="squash", metadata=choice("squash", "crop", "pad"))
+    resize_mode: str = field(default="squash", metadata=choice(*images.RESIZE_MODES))
     limit: typing.Optional[int] = field(default=None, metadata=bounded(2))  # use at most N images, for quick runs
+    # decides the split (and data.limit's subsample, and the generated pictures), apart from `seed`: runs with
+    # different training seeds are then tested on the same images
+    split_seed: int = 42
     validation_fraction: float = field(default=0.15, metadata=bounded(0.0, 0.9))
     test_fraction: float = field(default=0.15, metadata=bounded(0.0, 0.9))
     test_as_validation: bool = False  # reproduces recipe B's leak; only ever on purpose
-    on_bad_image: str = field(default="skip", metadata=choice("skip", "stop"))
+    on_bad_image: str = field(default="skip", metadata=choice(*images.ON_BAD_IMAGE))
     max_bad_fraction: float = field(default=0.05, metadata=bounded(0.0, 1.0))
     cache_dir: typing.Optional[str] = None  # downloads shared by runs; None: $SKIN_LESION_DATA or <project>/data
     generated_images_per_class: int = field(default=60, metadata=bounded(2, 100_000))
@@ -55,7 +59,12 @@ class AugmentationParams:
     zoom_range: float = field(default=0.0, metadata=bounded(0.0, 0.9))
     horizontal_flip: bool = False
     vertical_flip: bool = False
-    fill_mode: str = field(default="nearest", metadata=choice("nearest", "reflect", "wrap", "constant"))
+    rotate90: bool = False  # random transposes: with both flips, all 8 right-angle views of a lesion
+    brightness: float = field(default=0.0, metadata=bounded(0.0, 1.0))  # largest relative change, +-
+    contrast: float = field(default=0.0, metadata=bounded(0.0, 1.0))
+    saturation: float = field(default=0.0, metadata=bounded(0.0, 1.0))
+    hue: float = field(default=0.0, metadata=bounded(0.0, 1.0))
+    fill_mode: str = field(default="nearest", metadata=choice(*registry.FILL_MODES))
 
 
 @dataclass
@@ -64,59 +73,68 @@ class ReduceLRParams:
     factor: float = field(default=0.5, metadata=bounded(0.0, 1.0))
     patience: int = field(default=2, metadata=bounded(0))
     min_lr: float = field(default=1e-5, metadata=bounded(0.0))
-    mode: str = field(default="auto", metadata=choice("auto", "min", "max"))
+    mode: str = field(default="auto", metadata=choice(*registry.MONITOR_MODES))
 
 
 @dataclass
 class EarlyStoppingParams:
     monitor: str = "val_loss"
     patience: int = field(default=5, metadata=bounded(0))
-    mode: str = field(default="auto", metadata=choice("auto", "min", "max"))
+    mode: str = field(default="auto", metadata=choice(*registry.MONITOR_MODES))
 
 
 @dataclass
 class ModelParams:
-    # the names of lib.models.BACKBONES, listed here so a typo fails in a second, before TensorFlow loads
-    backbone: str = field(default="mobilenet", metadata=choice(
-        "mobilenet", "mobilenet_v2", "vgg19", "efficientnet_b0", "small_cnn"))
+    backbone: str = field(default="mobilenet", metadata=choice(*registry.BACKBONES))
     alpha: float = field(default=1.0, metadata=bounded(0.1, 2.0))  # MobileNet width multiplier
     weights: typing.Optional[str] = "imagenet"  # imagenet | null (from scratch) | path to a weights file
-    head: str = field(default="pooled", metadata=choice("pooled", "dense"))
-    pooling: str = field(default="avg", metadata=choice("avg", "max"))
+    head: str = field(default="pooled", metadata=choice(*registry.HEADS))
+    pooling: str = field(default="avg", metadata=choice(*registry.POOLINGS))
     dense_units: typing.List[int] = field(default_factory=list)
     dropout: float = field(default=0.25, metadata=bounded(0.0, 0.95))
     trainable_layers: int = field(default=-1, metadata=bounded(-1))  # -1 all, 0 frozen, N the last N layers
-    output_activation: str = field(default="softmax", metadata=choice("softmax", "sigmoid"))
+    output_activation: str = field(default="softmax", metadata=choice(*registry.OUTPUT_ACTIVATIONS))
+    # BatchNormalization layers stay frozen, in inference mode, when the backbone is fine-tuned
+    freeze_batch_norm: bool = True
 
 
 @dataclass
 class TrainParams:
     epochs: int = field(default=30, metadata=bounded(1, 10_000))
     batch_size: int = field(default=32, metadata=bounded(1, 65_536))
-    optimizer: str = field(default="adam", metadata=choice("adam", "adamw", "sgd", "rmsprop"))
-    learning_rate: float = field(default=1e-3, metadata=bounded(0.0, 10.0))
+    optimizer: str = field(default="adam", metadata=choice(*registry.OPTIMIZERS))
+    learning_rate: float = field(default=1e-3, metadata=bounded(0.0, 10.0))  # the peak, with schedule: cosine
+    schedule: str = field(default="constant", metadata=choice(*registry.SCHEDULES))  # per phase
+    warmup_epochs: float = field(default=0.0, metadata=bounded(0.0, 1000.0))  # schedule: cosine only
+    weight_decay: typing.Optional[float] = field(default=None, metadata=bounded(0.0, 1.0))  # None: the optimizer's
+    loss: str = field(default="crossentropy", metadata=choice(*registry.LOSSES))
+    focal_gamma: float = field(default=2.0, metadata=bounded(0.0, 10.0))  # loss: focal only
+    label_smoothing: float = field(default=0.0, metadata=bounded(0.0, 0.5))
+    sampling: str = field(default="shuffle", metadata=choice(*registry.SAMPLINGS))
     # null | "balanced" | {class name: weight}; unlisted classes weigh 1
     class_weight: typing.Union[None, str, typing.Dict[str, float]] = None
     monitor: str = "val_loss"  # the metric that picks the best checkpoint
-    monitor_mode: str = field(default="auto", metadata=choice("auto", "min", "max"))
+    monitor_mode: str = field(default="auto", metadata=choice(*registry.MONITOR_MODES))
     augmentation: AugmentationParams = field(default_factory=AugmentationParams)
     reduce_lr: typing.Optional[ReduceLRParams] = None
     early_stopping: typing.Optional[EarlyStoppingParams] = None
     fine_tune_epochs: int = field(default=0, metadata=bounded(0, 10_000))  # >0: head first, then fine-tune
     fine_tune_learning_rate: float = field(default=1e-5, metadata=bounded(0.0, 10.0))
-    feature_cache: str = field(default="auto", metadata=choice("auto", "on", "off"))
-    strategy: str = field(default="auto", metadata=choice("auto", "default", "mirrored", "tpu", "multi_worker"))
-    mixed_precision: str = field(default="auto", metadata=choice("auto", "off", "mixed_float16", "mixed_bfloat16"))
+    feature_cache: str = field(default="auto", metadata=choice(*registry.FEATURE_CACHE))
+    strategy: str = field(default="auto", metadata=choice(*registry.STRATEGIES))
+    mixed_precision: str = field(default="auto", metadata=choice(*registry.PRECISIONS))
+    # the same params on the same machine give the same weights (keras.utils.set_random_seed + op determinism)
+    deterministic: bool = True
 
 
 @dataclass
 class ExternalDataParams:
     """Another dataset to evaluate on, to measure generalisation."""
 
-    source: str = field(default="local", metadata=choice("generated", "kaggle", "local"))
+    source: str = field(default="local", metadata=choice(*sources.SOURCES))
     dataset: str = "ham10000"
     path: typing.Optional[str] = None
-    layout: str = field(default="auto", metadata=choice("auto", "ham10000", "class_folders"))
+    layout: str = field(default="auto", metadata=choice(*sources.LAYOUTS))
 
 
 @dataclass
@@ -302,11 +320,15 @@ def _check_recipe(params, origin):
     if model.weights not in (None, "imagenet") and not _resolve(model.weights).is_file():
         raise ParamsError(f"parameter 'model.weights' in {origin}: no weights file at {model.weights!r} "
                           f"(use imagenet, null, or the path of an .h5/.keras weights file)")
-    if model.weights == "imagenet" and model.backbone == "small_cnn":
-        raise ParamsError(f"parameter 'model.weights' in {origin}: small_cnn has no ImageNet weights; use null")
-    if model.weights == "imagenet" and model.backbone == "mobilenet" and model.alpha not in (0.25, 0.5, 0.75, 1.0):
-        raise ParamsError(f"parameter 'model.alpha' in {origin}: ImageNet MobileNet weights exist for alpha "
-                          f"0.25, 0.5, 0.75 or 1.0; got {model.alpha}")
+    backbone = registry.BACKBONES[model.backbone]
+    if model.weights == "imagenet" and not backbone.has_imagenet_weights:
+        raise ParamsError(f"parameter 'model.weights' in {origin}: {model.backbone} has no ImageNet weights; use null")
+    if model.weights == "imagenet" and backbone.imagenet_alphas and model.alpha not in backbone.imagenet_alphas:
+        raise ParamsError(f"parameter 'model.alpha' in {origin}: ImageNet {model.backbone} weights exist for alpha "
+                          f"{', '.join(map(str, backbone.imagenet_alphas))}; got {model.alpha}")
+    if params.train.schedule != "constant" and params.train.reduce_lr is not None:
+        raise ParamsError(f"parameters 'train.schedule' and 'train.reduce_lr' in {origin} both set the learning "
+                          f"rate; use schedule: constant with reduce_lr, or remove reduce_lr")
     if data.source == "local" and not _resolve(data.path).is_dir():
         raise ParamsError(f"parameter 'data.path' in {origin}: no folder at {data.path!r}")
     if params.train.class_weight is not None and isinstance(params.train.class_weight, str) \

@@ -8,7 +8,6 @@ when one fails, the runner stops and says which notebook and cell failed and whe
 
 import datetime
 import importlib.metadata
-import json
 import logging
 import os
 import platform
@@ -17,13 +16,13 @@ import sys
 import time
 from pathlib import Path
 
+from lib import artifacts, paths
 from lib import params as params_lib
-from lib import paths
 from lib.errors import RunError
 
 log = logging.getLogger(__name__)
 
-NOTEBOOKS = ("01_download", "02_preprocess", "03_train", "04_evaluate", "05_convert_tfjs")
+NOTEBOOKS = artifacts.STEPS
 # Set by the runner on top of run_dir: a batch run must not start an inline TensorBoard server it would leave behind.
 BATCH_PARAMETERS = {"03_train": {"tensorboard": "off"}}
 PROVENANCE_PACKAGES = ("tensorflow", "keras", "tensorflowjs", "numpy", "opencv-python-headless",
@@ -38,7 +37,7 @@ def run(params_file, overrides=(), name=None, resume=False, outputs_dir=paths.OU
         params = params_lib.from_dict({**params.to_dict(), "name": name}, origin=f"--name {name}")
     run_dir = Path(outputs_dir) / params.name
     create_run(run_dir, params, params_file, resume=resume, command=sys.argv)
-    finished = read_progress(run_dir)
+    finished = artifacts.finished_steps(run_dir)
     for number, notebook in enumerate(NOTEBOOKS, start=1):
         if notebook in finished:
             print(f"[{number}/{len(NOTEBOOKS)}] {notebook}: finished earlier, skipped (--resume)")
@@ -82,7 +81,7 @@ def create_run(run_dir, params, params_file, resume=False, command=()):
         "seed": params.seed,
         "data": {"source": params.data.source, "dataset": params.data.dataset, "path": params.data.path},
     }
-    (run_dir / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    artifacts.write_json(run_dir / "provenance.json", provenance)
     return run_dir
 
 
@@ -132,7 +131,9 @@ def run_notebook(run_dir, notebook, kernel_name="python3", log_output=False, not
                        f"Fix the cause, then continue with: python -m lib run <params> --name "
                        f"{run_dir.name} --resume") from None
     seconds = time.monotonic() - started
-    _record_progress(run_dir, notebook, seconds)
+    if notebook not in artifacts.finished_steps(run_dir):
+        raise RunError(f"notebook {notebook} ran without recording its end (artifacts.finish_step) in "
+                       f"{run_dir / artifacts.PROGRESS}: its products cannot be trusted; see {executed}")
     return seconds
 
 
@@ -150,22 +151,6 @@ def _kernel_manager_logging_to(log_path):
                 return await super()._async_launch_kernel(kernel_cmd, **kw)
 
     return KernelManagerWithLog
-
-
-def read_progress(run_dir):
-    """Which notebooks finished in this run folder: {notebook: {"finished_at", "seconds"}}."""
-    path = Path(run_dir) / "progress.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _record_progress(run_dir, notebook, seconds):
-    progress = read_progress(run_dir)
-    # A rerun notebook invalidates every later one: they consumed the files it just replaced.
-    later = NOTEBOOKS[NOTEBOOKS.index(notebook) + 1:]
-    progress = {name: entry for name, entry in progress.items() if name not in later}
-    progress[notebook] = {"finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                          "seconds": round(seconds, 1)}
-    (Path(run_dir) / "progress.json").write_text(json.dumps(progress, indent=2) + "\n")
 
 
 def _diff(before, after, prefix=""):

@@ -1,6 +1,6 @@
-"""Evaluation figures: confusion matrices, ROC curves, reliability diagram, training curves, image grids
-(confident mistakes, Grad-CAM overlays). Each function saves a PNG and returns the matplotlib Figure,
-which a notebook shows inline."""
+"""Every figure of a run: the data (class balance, samples per class, augmentation), training curves, and the
+evaluation (confusion matrices, ROC curves, reliability diagram, image grids of confident mistakes and Grad-CAM
+overlays). Each function saves a PNG and returns the matplotlib Figure, which a notebook shows inline."""
 
 import logging
 import sys
@@ -98,9 +98,49 @@ def reliability_diagram(calibration, out_path):
     return save(figure, out_path)
 
 
-def training_curves(history, out_path):
+def class_distribution(manifest, out_path):
+    """Bar chart of images per class (a manifest's `label`), one bar per split."""
+    order = sorted(manifest["label"].unique())
+    splits = [split for split in ("train", "validation", "test") if split in set(manifest["split"])]
+    figure, axis = plt.subplots(figsize=(max(5, 1.1 * len(order)), 3.5))
+    sns.countplot(data=manifest, x="label", hue="split", order=order, hue_order=splits, ax=axis)
+    axis.set(xlabel="class", ylabel="images", title="Images per class and split")
+    figure.tight_layout()
+    return save(figure, out_path)
+
+
+def samples_per_class(images_by_class, out_path):
+    """A grid with one row per class: {class: uint8 RGB images (n, S, S, 3)}, rows as long as the longest."""
+    columns = max([len(images) for images in images_by_class.values()] + [1])
+    figure, axes = plt.subplots(len(images_by_class), columns, figsize=(1.6 * columns, 1.7 * len(images_by_class)),
+                                squeeze=False)
+    for row, (label, images) in enumerate(images_by_class.items()):
+        for column, axis in enumerate(axes[row]):
+            axis.axis("off")
+            if column < len(images):
+                axis.imshow(images[column])
+        axes[row, 0].set_title(label, loc="left", fontsize=9)
+    figure.tight_layout()
+    return save(figure, out_path)
+
+
+def augmentation_examples(originals, augmented, out_path):
+    """Training images (top row) above their augmented versions (bottom row), float RGB [0, 255]."""
+    figure, axes = plt.subplots(2, len(originals), figsize=(1.8 * len(originals), 3.8), squeeze=False)
+    for column, (original, changed) in enumerate(zip(originals, augmented)):
+        for row, picture in enumerate((original, changed)):
+            axes[row, column].imshow(np.clip(picture, 0, 255).astype(np.uint8))
+            axes[row, column].axis("off")
+    axes[0, 0].set_title("original", loc="left", fontsize=9)
+    axes[1, 0].set_title("augmented", loc="left", fontsize=9)
+    figure.tight_layout()
+    return save(figure, out_path)
+
+
+def training_curves(history, out_path, best_epoch=None):
     """One panel per metric of a Keras CSVLogger table (pandas DataFrame) that has a `val_` twin (loss,
-    accuracy, top-3 ...), training and validation against epoch; plus the learning rate when logged."""
+    accuracy, balanced accuracy ...), training and validation against epoch, plus the learning rate when logged;
+    a dotted line marks `best_epoch` (1-based), the checkpoint kept."""
     names = [name for name in history.columns if f"val_{name}" in history.columns]
     if "learning_rate" in history.columns:
         names.append("learning_rate")
@@ -116,6 +156,8 @@ def training_curves(history, out_path):
             panel.plot(epochs, history[name], marker=".", label="training")
             panel.plot(epochs, history[f"val_{name}"], marker=".", label="validation")
             panel.legend(fontsize="small")
+        if best_epoch is not None:
+            panel.axvline(best_epoch, color="grey", linestyle=":")
         panel.set_title(name)
         panel.set_xlabel("epoch")
     return save(figure, out_path)

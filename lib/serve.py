@@ -18,7 +18,7 @@ import threading
 import urllib.parse
 from pathlib import Path
 
-from lib import paths
+from lib import artifacts, paths
 from lib.errors import ExportError
 
 logger = logging.getLogger(__name__)
@@ -76,6 +76,11 @@ def run_mounts(run_dir, web_dir=WEB_DIR):
     if not (tfjs_dir / "model.json").is_file():
         raise ExportError(f"no TF.js model in {tfjs_dir}: run notebook 05_convert_tfjs first "
                           f"(python -m lib notebook {run_dir} 05_convert_tfjs)")
+    stale = artifacts.stale_reason(run_dir, "05_convert_tfjs")
+    if stale:
+        raise ExportError(f"the TF.js model in {tfjs_dir} is stale ({stale}): it was converted from an earlier "
+                          f"model; convert the current one first (python -m lib notebook {run_dir} 04_evaluate, "
+                          f"then 05_convert_tfjs)")
     if not (Path(web_dir) / "node_modules" / "@tensorflow" / "tfjs").is_dir():
         raise ExportError(f"TF.js is not installed in {web_dir}/node_modules: run `npm ci` in {web_dir}")
     return {"/": Path(web_dir), "/model/": tfjs_dir}

@@ -40,6 +40,8 @@ LONG_NAMES = {
     "malignant": "malignant (skin cancer or pre-cancer)",
 }
 LABEL_MODES = ("dx", "binary")
+LAYOUTS = ("auto", "ham10000", "class_folders")
+SUBGROUP_COLUMNS = ("age", "sex", "localization", "dx_type")  # HAM10000 metadata kept in the manifest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,8 +156,8 @@ def detect_layout(raw_dir, layout="auto"):
     with the folder holding train/ and test/ (or the <class>/ folders). Looks up to two levels down,
     because Kaggle zips often wrap the data in one more folder."""
     raw_dir = Path(raw_dir)
-    if layout not in ("auto", "ham10000", "class_folders"):
-        raise ValueError(f"unknown layout {layout!r}; choose one of: auto, ham10000, class_folders")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
     candidates = [raw_dir] + _subdirs(raw_dir) + [d for sub in _subdirs(raw_dir) for d in _subdirs(sub)]
     if layout in ("auto", "ham10000"):
         for folder in candidates:
@@ -185,7 +187,8 @@ def find_metadata_csv(folder):
 def scan(raw_dir, layout="auto"):
     """Scan a raw dataset. Returns (layout, records, problems): records is a DataFrame with columns
     source_path (str, absolute), image_id (unique, safe as a file name), label (dx or folder class),
-    lesion_id (image_id when the layout has none), original_split (train|test, or "" when none);
+    lesion_id (image_id when the layout has none), original_split (train|test, or "" when none), and the
+    metadata columns of SUBGROUP_COLUMNS that the layout has (HAM10000: age, sex, localization, dx_type);
     problems is a DataFrame (source_path, image_id, label, reason) of what cannot become a record:
     metadata rows without an image, images without a metadata row (label ""), and in class folders
     non-image files, sub-folders and empty class folders; reported instead of dropped silently."""
@@ -222,7 +225,13 @@ def _scan_ham10000(root):
                      lesion_id if isinstance(lesion_id, str) and lesion_id else row.image_id, ""))
     listed = set(metadata["image_id"])
     problems += [(str(path), stem, "", "image has no metadata row") for stem, path in files.items() if stem not in listed]
-    return _records_frame(rows), problems
+    records = _records_frame(rows)
+    # who and where (age, sex, body site, how the diagnosis was made): for results per subgroup in notebook 04
+    described = [column for column in SUBGROUP_COLUMNS if column in metadata.columns]
+    if described and len(records):
+        records = records.merge(metadata[["image_id", *described]].drop_duplicates("image_id"), on="image_id",
+                                how="left")
+    return records, problems
 
 
 def _scan_class_folders(root):

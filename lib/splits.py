@@ -1,5 +1,5 @@
 """Train / validation / test splits that never put one lesion in two subsets, stratified by class and
-seeded; the stratified subsample behind data.limit; and the per-class, per-split counts and plot.
+seeded; the stratified subsample behind data.limit; and the per-class, per-split counts.
 """
 
 import logging
@@ -119,19 +119,3 @@ def counts_json(table):
     return {"per_class": {label: {k: int(v) for k, v in row.items()} for label, row in per_class.iterrows()},
             "per_split": {split: {label: int(n) for label, n in per_class[split].items()} for split in splits},
             "total": {k: int(v) for k, v in table.loc["total"].items()}}
-
-
-def plot_class_distribution(manifest, output_path):
-    """Save a seaborn bar chart of images per class, one bar per split, to `output_path`."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    order = sorted(manifest["label"].unique())
-    figure, axis = plt.subplots(figsize=(max(5, 1.1 * len(order)), 3.5))
-    sns.countplot(data=manifest, x="label", hue="split", order=order,
-                  hue_order=[s for s in SPLITS if s in set(manifest["split"])], ax=axis)
-    axis.set(xlabel="class", ylabel="images", title="Images per class and split")
-    figure.tight_layout()
-    figure.savefig(output_path, dpi=100)
-    plt.close(figure)

@@ -1,45 +1,58 @@
-"""Training: distribution strategy and mixed precision, compile, callbacks, the (optionally two-phase)
-fit that resumes after an interruption, and fast frozen-backbone training on cached features.
+"""Training as small steps, each taking the run's params: read the split, build the model, plan the phases,
+fit each phase, summarise. Notebook 03 calls them in this order (`train()` does the same in one call):
 
-`train()` is what notebook 03 calls; it writes into the run folder model/best.keras,
-model/history.csv, model/backup/ (while running), logs/ (TensorBoard), features/ and training.json.
+    strategy = training.make_strategy(p.train.strategy)   # first: a cluster must form before anything else
+    data = training.read_data(run_dir, p.data.image_size)
+    model = training.build(p, data.classes, strategy)     # seeds, dtype policy, model
+    results = [training.fit_phase(model, phase, data, p, run_dir, strategy) for phase in training.plan(p)]
+    summary = training.summarize(run_dir, p, data, strategy, results)
+
+A two-phase recipe (train.fine_tune_epochs > 0) first trains the head alone on cached backbone features
+(one pass of the backbone; the head's epochs then cost seconds), then fine-tunes `model.trainable_layers`
+with augmentation, a warm-up + cosine learning rate, and the recipe's loss and sampling.
+
+Products: model/best.keras (the best epoch by train.monitor), model/history.csv, logs/ (TensorBoard), features/,
+training.json; model/backup/ while running: running the same steps again resumes at the last finished epoch.
 """
 
+import atexit
 import contextlib
-import json
+import dataclasses
 import logging
+import math
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
-import pandas as pd
 import tensorflow as tf
 
-from lib import inputs, models
+from lib import artifacts, inputs, models, registry
 from lib.errors import TrainingError
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
-              "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
-STRATEGIES = ("auto", "default", "mirrored", "tpu", "multi_worker")
 STRATEGY_NAMES = {"_DefaultDistributionStrategy": "default", "MirroredStrategy": "mirrored", "TPUStrategy": "tpu",
                   "MultiWorkerMirroredStrategy": "multi_worker", "CollectiveAllReduceStrategy": "multi_worker"}
 TOP_K = (2, 3)  # top-k accuracies, logged only when there are more than k classes
-SAMPLE_IMAGES = 8  # augmented training images shown in TensorBoard
+SAMPLE_IMAGES = 8  # augmented training images shown in TensorBoard and notebook 03
+# CPU features with bfloat16 arithmetic: there `mixed_precision: auto` computes in bfloat16 (see resolve_precision)
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
+
+# ---- devices, precision, seeds -------------------------------------------------------------------------
 
 def make_strategy(name="auto"):
     """A tf.distribute strategy: auto (TPU if one answers, else MirroredStrategy over >1 GPU, else the
     default), default, mirrored (all GPUs, or all logical CPUs when there is no GPU), tpu, or
     multi_worker (MultiWorkerMirroredStrategy over the cluster that $TF_CONFIG describes, one process per
     machine). Create the strategy before TensorFlow does anything else, and before building models."""
-    if name not in STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
+    if name not in registry.STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; choose one of: {', '.join(registry.STRATEGIES)}")
     if name in ("auto", "tpu"):
         try:
             resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
@@ -64,16 +77,41 @@ def make_strategy(name="auto"):
     return tf.distribute.get_strategy()
 
 
-def set_mixed_precision(mode="auto"):
-    """Set Keras' global dtype policy: auto = mixed_float16 on a GPU, float32 otherwise; off = float32.
-    Returns the policy name. Call before building the model."""
-    if mode not in ("auto", "off", "mixed_float16", "mixed_bfloat16"):
-        raise ValueError(f"unknown mixed_precision {mode!r}; choose one of: auto, off, mixed_float16, "
-                         f"mixed_bfloat16")
-    policy = {"auto": "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32",
-              "off": "float32"}.get(mode, mode)
-    keras.mixed_precision.set_global_policy(policy)
-    return policy
+def cpu_flags():
+    """The CPU's feature flags (/proc/cpuinfo on Linux; empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def resolve_precision(mode="auto", backbone=None):
+    """The Keras dtype policy for `mode`: auto = mixed_bfloat16 on a TPU, mixed_float16 on a GPU, and on a CPU
+    with bfloat16 instructions (BF16_CPU_FLAGS) mixed_bfloat16 for the backbones measured faster that way
+    (registry.Backbone.cpu_bfloat16), else float32; off = float32; or the policy named."""
+    if mode not in registry.PRECISIONS:
+        raise ValueError(f"unknown mixed_precision {mode!r}; choose one of: {', '.join(registry.PRECISIONS)}")
+    if mode == "off":
+        return "float32"
+    if mode != "auto":
+        return mode
+    if tf.config.list_logical_devices("TPU"):
+        return "mixed_bfloat16"
+    if tf.config.list_physical_devices("GPU"):
+        return "mixed_float16"
+    faster = backbone is not None and registry.BACKBONES[backbone].cpu_bfloat16
+    return "mixed_bfloat16" if faster and cpu_flags() & set(BF16_CPU_FLAGS) else "float32"
+
+
+def seed_everything(seed, deterministic=True):
+    """Seed Python, NumPy, TensorFlow and Keras from `seed`; with `deterministic`, also make TensorFlow's ops
+    deterministic, so the same params on the same machine give the same weights (cost: benchmarks/)."""
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
 
 
 def describe_device(strategy):
@@ -85,7 +123,8 @@ def describe_device(strategy):
         hardware = "GPU " + ", ".join(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
                                       for gpu in gpus)
     else:
-        hardware = f"CPU ({os.cpu_count()} cores, {platform.machine()})"
+        bf16 = sorted(cpu_flags() & set(BF16_CPU_FLAGS))
+        hardware = f"CPU ({os.cpu_count()} cores, {platform.machine()}{', ' + '+'.join(bf16) if bf16 else ''})"
     return f"{hardware}; {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)"
 
 
@@ -104,6 +143,20 @@ def is_chief(strategy):
     return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().jobs
 
 
+_WORKER_DIRS = {}
+
+
+def output_dir(run_dir, strategy):
+    """Where this process writes what training makes: the run folder, or, on a non-chief worker, a temporary
+    folder removed at exit (the workers share the run folder's data; only the chief's products count)."""
+    if is_chief(strategy):
+        return Path(run_dir)
+    if run_dir not in _WORKER_DIRS:
+        _WORKER_DIRS[run_dir] = Path(tempfile.mkdtemp(prefix="worker-"))
+        atexit.register(shutil.rmtree, _WORKER_DIRS[run_dir], ignore_errors=True)
+    return _WORKER_DIRS[run_dir]
+
+
 def fit_under_multi_worker(model):
     """Let Keras 3 `fit()` run under MultiWorkerMirroredStrategy (keras-team/keras#20585, open): Keras reduces
     a sample batch before the first step and each step's scalar logs with axis=0 across workers, and both
@@ -118,19 +171,261 @@ def fit_under_multi_worker(model):
     return model
 
 
-def compile_model(model, optimizer="adam", learning_rate=1e-3):
-    """Compile with cross-entropy (categorical for softmax, binary for sigmoid outputs on one-hot
-    targets) and metrics accuracy, top-2/top-3 accuracy (only when there are more classes than k), AUC."""
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
-    sigmoid = model.get_layer("predictions").activation.__name__ == "sigmoid"
-    metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-    metrics += [keras.metrics.TopKCategoricalAccuracy(k, name=f"top{k}_accuracy")
-                for k in TOP_K if model.output.shape[-1] > k]
-    metrics.append(keras.metrics.AUC(name="auc"))
-    model.compile(optimizer=OPTIMIZERS[optimizer](learning_rate=learning_rate),
-                  loss="binary_crossentropy" if sigmoid else "categorical_crossentropy", metrics=metrics)
+# ---- step 1: the split ---------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    paths: list  # absolute paths of processed PNGs
+    labels: np.ndarray  # int32 class indices in `classes` order
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingData:
+    classes: list
+    train: Split
+    validation: Split
+    image_size: int
+
+
+def read_data(run_dir, image_size, image_root=None):
+    """The train and validation splits of the run's manifest (notebook 02), with images read from
+    `image_root` (the run folder by default; a local copy of it on Colab)."""
+    classes = artifacts.class_names(run_dir)
+    manifest = artifacts.read_manifest(run_dir, image_root=image_root)
+    unknown = sorted(set(manifest["label"]) - set(classes))
+    if unknown:
+        raise TrainingError(f"the manifest of {run_dir} has labels {unknown} missing from its classes.json ({classes})")
+    position = {name: index for index, name in enumerate(classes)}
+    splits = {}
+    for split in ("train", "validation"):
+        rows = manifest[manifest["split"] == split]
+        if rows.empty:
+            raise TrainingError(f"no {split} images in the manifest of {run_dir}; check data.validation_fraction")
+        splits[split] = Split(list(rows["abs_path"]), rows["label"].map(position).to_numpy(np.int32))
+    return TrainingData(classes, splits["train"], splits["validation"], image_size)
+
+
+# ---- step 2: the model ---------------------------------------------------------------------------------
+
+def build(p, classes, strategy):
+    """A fresh classifier for `p` (Params) in `strategy`'s scope: Keras state cleared, then the dtype policy
+    (resolve_precision) and the seeds set, then the model built with the first phase's trainable layers.
+    Every monitored metric is checked here, before any training."""
+    keras.backend.clear_session()  # also resets the dtype policy: set it after, so it holds for the model
+    keras.config.set_dtype_policy(resolve_precision(p.train.mixed_precision, p.model.backbone))
+    seed_everything(p.seed, p.train.deterministic)
+    options = {**dataclasses.asdict(p.model), "trainable_layers": plan(p)[0].trainable_layers}
+    with strategy.scope():
+        model = models.build_model(num_classes=len(classes), image_size=p.data.image_size, **options)
+    known = metric_names(len(classes))
+    allowed = known + [f"val_{name}" for name in known]
+    for key, monitor in (("train.monitor", p.train.monitor),
+                         ("train.reduce_lr.monitor", p.train.reduce_lr and p.train.reduce_lr.monitor),
+                         ("train.early_stopping.monitor", p.train.early_stopping and p.train.early_stopping.monitor)):
+        if monitor and monitor not in allowed:
+            raise TrainingError(f"{key}: unknown metric {monitor!r} for this model; choose one of: {', '.join(allowed)}")
     return model
+
+
+def metric_names(num_classes):
+    """What `compile_model` logs for a model with `num_classes` outputs (each also with a val_ prefix)."""
+    return (["loss", "accuracy", "balanced_accuracy"] + [f"top{k}_accuracy" for k in TOP_K if num_classes > k]
+            + ["auc"])
+
+
+@keras.saving.register_keras_serializable(package="lib.training")
+class BalancedAccuracy(keras.metrics.Metric):
+    """Mean recall over the classes present in the labels seen so far (scikit-learn's balanced_accuracy_score,
+    the ISIC 2018 ranking metric), from one-hot labels and probabilities, accumulated over batches."""
+
+    def __init__(self, num_classes, name="balanced_accuracy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_classes = num_classes
+        self.confusion = self.add_variable(shape=(num_classes, num_classes), initializer="zeros",
+                                           dtype="float32", aggregation="sum", name="confusion")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        true = keras.ops.argmax(y_true, axis=-1)
+        predicted = keras.ops.argmax(y_pred, axis=-1)
+        pairs = keras.ops.one_hot(true * self.num_classes + predicted, self.num_classes ** 2, dtype="float32")
+        counts = keras.ops.reshape(keras.ops.sum(pairs, axis=0), (self.num_classes, self.num_classes))
+        self.confusion.assign_add(counts)
+
+    def result(self):
+        support = keras.ops.sum(self.confusion, axis=1)
+        recall = keras.ops.divide_no_nan(keras.ops.diagonal(self.confusion), support)
+        present = keras.ops.cast(support > 0, "float32")
+        return keras.ops.divide_no_nan(keras.ops.sum(recall * present), keras.ops.sum(present))
+
+    def reset_state(self):
+        self.confusion.assign(keras.ops.zeros((self.num_classes, self.num_classes)))
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes}
+
+
+def learning_rate_schedule(schedule, peak, epochs, warmup_epochs, steps_per_epoch):
+    """The learning rate of one phase: `peak` throughout (constant), or a linear warm-up from 0 to `peak` over
+    `warmup_epochs` followed by a cosine decay to 0 over the rest of the phase's `epochs` (cosine)."""
+    if schedule not in registry.SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of: {', '.join(registry.SCHEDULES)}")
+    if schedule == "constant":
+        return peak
+    warmup_steps = int(round(min(warmup_epochs, epochs) * steps_per_epoch))
+    decay_steps = max(1, epochs * steps_per_epoch - warmup_steps)
+    return keras.optimizers.schedules.CosineDecay(0.0 if warmup_steps else peak, decay_steps, alpha=0.0,
+                                                  warmup_target=peak if warmup_steps else None,
+                                                  warmup_steps=warmup_steps)
+
+
+def compile_model(model, optimizer="adam", learning_rate=1e-3, loss="crossentropy", label_smoothing=0.0,
+                  focal_gamma=2.0, weight_decay=None):
+    """Compile with the loss (cross-entropy, categorical for softmax outputs and binary for sigmoid outputs on
+    one-hot targets, or its focal form) and the metrics of `metric_names`. `learning_rate`: a number or a
+    Keras schedule; `weight_decay`: decoupled weight decay, None for the optimizer's default."""
+    if optimizer not in registry.OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of: {', '.join(registry.OPTIMIZERS)}")
+    if loss not in registry.LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of: {', '.join(registry.LOSSES)}")
+    num_classes = model.output.shape[-1]
+    sigmoid = model.get_layer("predictions").activation.__name__ == "sigmoid"
+    losses = {("crossentropy", False): keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+              ("crossentropy", True): keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing),
+              ("focal", False): keras.losses.CategoricalFocalCrossentropy(gamma=focal_gamma,
+                                                                          label_smoothing=label_smoothing),
+              ("focal", True): keras.losses.BinaryFocalCrossentropy(gamma=focal_gamma, label_smoothing=label_smoothing)}
+    metrics = [keras.metrics.CategoricalAccuracy(name="accuracy"), BalancedAccuracy(num_classes)]
+    metrics += [keras.metrics.TopKCategoricalAccuracy(k, name=f"top{k}_accuracy") for k in TOP_K if num_classes > k]
+    metrics.append(keras.metrics.AUC(name="auc"))
+    extra = {} if weight_decay is None else {"weight_decay": weight_decay}
+    optimizer_class = getattr(keras.optimizers, registry.OPTIMIZERS[optimizer])
+    model.compile(optimizer=optimizer_class(learning_rate=learning_rate, **extra), loss=losses[(loss, sigmoid)],
+                  metrics=metrics)
+    return model
+
+
+# ---- step 3: the phases --------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    number: int  # 1, or 2 for fine-tuning
+    name: str  # "train" (one phase), "head" or "fine-tune"
+    initial_epoch: int
+    epochs: int  # the epoch the phase trains until (Keras' `epochs`)
+    learning_rate: float  # the peak learning rate
+    trainable_layers: int  # of the backbone: -1 all, 0 none, N the last N
+    cached: bool  # the head alone, trained on cached backbone features
+    augmented: bool
+    last: bool
+
+    def describe(self):
+        what = "the head on cached backbone features" if self.cached else (
+            "the head, backbone frozen" if self.trainable_layers == 0 else
+            f"{'all' if self.trainable_layers == -1 else f'the last {self.trainable_layers}'} backbone layers "
+            "and the head")
+        return (f"phase {self.number} ({self.name}): epochs {self.initial_epoch + 1}-{self.epochs}, {what}, "
+                f"learning rate {self.learning_rate:g}{', augmented' if self.augmented else ''}")
+
+
+def plan(p, multi_worker=False):
+    """The phases of `p` (Params): one, or with train.fine_tune_epochs a head phase then a fine-tuning phase.
+    The head phase trains on cached features unless train.feature_cache is off (or under multi_worker, where
+    every worker would write the same cache); a single phase does so only with a frozen backbone and no
+    augmentation, because cached features are of unaugmented images."""
+    train, model = p.train, p.model
+    augmented = inputs.make_augmenter(dataclasses.asdict(train.augmentation)) is not None
+    cache_allowed = train.feature_cache != "off" and not multi_worker
+    if train.fine_tune_epochs:
+        head_cached = cache_allowed
+        phases = [Phase(1, "head", 0, train.epochs, train.learning_rate, 0, head_cached,
+                        augmented and not head_cached, False),
+                  Phase(2, "fine-tune", train.epochs, train.epochs + train.fine_tune_epochs,
+                        train.fine_tune_learning_rate, model.trainable_layers, False, augmented, True)]
+    else:
+        cached = cache_allowed and model.trainable_layers == 0 and not augmented
+        phases = [Phase(1, "train", 0, train.epochs, train.learning_rate, model.trainable_layers, cached,
+                        augmented, True)]
+    if train.feature_cache == "on" and not phases[0].cached:
+        raise TrainingError("train.feature_cache: on needs a phase on a frozen backbone (model.trainable_layers: 0 "
+                            "without augmentation, or the head phase of train.fine_tune_epochs) and no "
+                            "train.strategy: multi_worker; use auto")
+    return phases
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseResult:
+    phase: Phase
+    seconds: float  # wall time of this phase in this process (0 when it had finished before)
+    resumed: bool  # it continued from model/backup/ or had finished before an interruption
+
+
+def fit_phase(model, phase, data, p, run_dir, strategy, extra_callbacks=()):
+    """Train `model` for one `phase` of `plan(p)`, writing into `output_dir(run_dir, strategy)`; resumes from
+    model/backup/ after an interruption, and skips a head phase that finished before one."""
+    started = time.monotonic()
+    out_dir = output_dir(run_dir, strategy)
+    (out_dir / "model").mkdir(parents=True, exist_ok=True)
+    head_done = out_dir / "model" / "phase1_done.weights.h5"
+    if phase.number == 1 and not phase.last and head_done.is_file():
+        model.load_weights(head_done)
+        log.info("phase 1 finished before an interruption: continuing with fine-tuning")
+        return PhaseResult(phase, 0.0, True)
+    multi_worker = is_multi_worker(strategy)
+    batch_size = p.train.batch_size * strategy.num_replicas_in_sync
+    whole_batches = strategy.num_replicas_in_sync > 1
+    train_data, val_data = _datasets(model, phase, data, p, run_dir, batch_size, whole_batches)
+    steps = len(data.train.paths) // batch_size if whole_batches else math.ceil(len(data.train.paths) / batch_size)
+    resuming = (out_dir / "model" / "backup" / f"phase{phase.number}").is_dir()
+    history = artifacts.read_history(out_dir) if resuming or phase.number == 2 else None
+    with strategy.scope():
+        models.set_trainable_layers(model, phase.trainable_layers, p.model.freeze_batch_norm)
+        fitted = models.head_model(model) if phase.cached else model
+        rate = learning_rate_schedule(p.train.schedule, phase.learning_rate, phase.epochs - phase.initial_epoch,
+                                      p.train.warmup_epochs, steps)
+        compile_model(fitted, p.train.optimizer, rate, p.train.loss, p.train.label_smoothing, p.train.focal_gamma,
+                      p.train.weight_decay)
+        if multi_worker:
+            fit_under_multi_worker(fitted)
+    mode = resolve_mode(p.train.monitor, p.train.monitor_mode)
+    callbacks = make_callbacks(out_dir, p.train.monitor, mode, p.train.reduce_lr, p.train.early_stopping,
+                               phase=phase.number, best_so_far=best_epoch(history, p.train.monitor, mode)[1],
+                               checkpoint_model=model if phase.cached else None,
+                               append_history=history is not None) + list(extra_callbacks)
+    weights = inputs.class_weights(p.train.class_weight, data.train.labels, data.classes)
+    with strategy.scope() if multi_worker else contextlib.nullcontext():
+        fitted.fit(train_data, validation_data=val_data, epochs=phase.epochs, initial_epoch=phase.initial_epoch,
+                   class_weight=weights, callbacks=callbacks, shuffle=False, verbose=2)  # tf.data shuffles
+    if not phase.last:
+        model.save_weights(head_done)
+    else:
+        head_done.unlink(missing_ok=True)
+        backup = out_dir / "model" / "backup"
+        if backup.is_dir() and not any(backup.iterdir()):
+            backup.rmdir()
+    return PhaseResult(phase, time.monotonic() - started, resuming)
+
+
+def _datasets(model, phase, data, p, run_dir, batch_size, whole_batches):
+    """(train, validation) tf.data pipelines for `phase`: cached backbone features, or images (augmented in
+    training when the phase is)."""
+    train, validation, classes = data.train, data.validation, data.classes
+    options = {"sampling": p.train.sampling, "seed": p.seed, "drop_remainder": whole_batches}
+    if phase.cached:
+        key = inputs.feature_cache_key(p.model, data.image_size, p.seed, keras.config.dtype_policy().name)
+        extractor = models.feature_model(model)
+        folder = Path(run_dir) / "features" / key
+        features = {name: inputs.cached_features(extractor, folder, name, split.paths, data.image_size)
+                    for name, split in (("train", train), ("validation", validation))}
+        return (inputs.feature_dataset(features["train"], train.labels, len(classes), batch_size, shuffle=True,
+                                       **options),
+                inputs.feature_dataset(features["validation"], validation.labels, len(classes), batch_size,
+                                       drop_remainder=whole_batches))
+    augment = (inputs.make_augmenter(dataclasses.asdict(p.train.augmentation), seed=p.seed)
+               if phase.augmented else None)
+    return (inputs.image_dataset(train.paths, train.labels, len(classes), data.image_size, batch_size, shuffle=True,
+                                 augment=augment, **options),
+            inputs.image_dataset(validation.paths, validation.labels, len(classes), data.image_size, batch_size,
+                                 drop_remainder=whole_batches))
 
 
 def resolve_mode(monitor, mode="auto"):
@@ -140,36 +435,24 @@ def resolve_mode(monitor, mode="auto"):
     return "max" if any(word in monitor for word in ("acc", "auc")) else "min"
 
 
-def metric_names(num_classes):
-    """What `compile_model` logs for a model with `num_classes` outputs (each also with a val_ prefix)."""
-    return ["loss", "accuracy"] + [f"top{k}_accuracy" for k in TOP_K if num_classes > k] + ["auc"]
-
-
-def _check_monitor(monitor, model, what):
-    known = metric_names(model.output.shape[-1])
-    allowed = known + [f"val_{name}" for name in known]
-    if monitor not in allowed:
-        raise TrainingError(f"{what}: unknown metric {monitor!r} for this model; choose one of: {', '.join(allowed)}")
-
-
 def make_callbacks(run_dir, monitor, mode, reduce_lr=None, early_stopping=None, phase=1, best_so_far=None,
                    checkpoint_model=None, append_history=False):
     """ModelCheckpoint (best by `monitor` to model/best.keras; of `checkpoint_model` when the fitted model
     is only its head), BackupAndRestore (model/backup/phase<N>), CSVLogger (model/history.csv),
-    TensorBoard (logs/), ReduceLROnPlateau and EarlyStopping when given as dicts of their arguments."""
+    TensorBoard (logs/), ReduceLROnPlateau and EarlyStopping from their params (or None)."""
     run_dir = Path(run_dir)
-    checkpoint = _Checkpoint(checkpoint_model, str(run_dir / "model" / "best.keras"), monitor=monitor,
+    checkpoint = _Checkpoint(checkpoint_model, str(run_dir / artifacts.MODEL), monitor=monitor,
                              mode=mode, save_best_only=True, initial_value_threshold=best_so_far)
     callbacks = [keras.callbacks.BackupAndRestore(str(run_dir / "model" / "backup" / f"phase{phase}")),
                  checkpoint,
-                 keras.callbacks.CSVLogger(str(run_dir / "model" / "history.csv"), append=append_history),
+                 keras.callbacks.CSVLogger(str(run_dir / artifacts.HISTORY), append=append_history),
                  keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False)]
     if reduce_lr:
-        options = dict(reduce_lr)
+        options = dataclasses.asdict(reduce_lr) if dataclasses.is_dataclass(reduce_lr) else dict(reduce_lr)
         options["mode"] = resolve_mode(options.get("monitor", "val_loss"), options.get("mode", "auto"))
         callbacks.append(keras.callbacks.ReduceLROnPlateau(**options))
     if early_stopping:
-        options = dict(early_stopping)
+        options = dataclasses.asdict(early_stopping) if dataclasses.is_dataclass(early_stopping) else dict(early_stopping)
         options["mode"] = resolve_mode(options.get("monitor", "val_loss"), options.get("mode", "auto"))
         callbacks.append(keras.callbacks.EarlyStopping(**options))
     return callbacks
@@ -206,160 +489,65 @@ class _Checkpoint(keras.callbacks.ModelCheckpoint):
             os.replace(self._partial_path, self._final_path)
 
 
-def log_augmented_images(log_dir, images):
-    """Write float RGB [0, 255] images (N, S, S, 3) as an image summary "augmented_training_images"."""
-    writer = tf.summary.create_file_writer(str(Path(log_dir) / "train"))
+# ---- showing the augmentation --------------------------------------------------------------------------
+
+def augmented_samples(run_dir, data, p, strategy):
+    """(original, augmented) float RGB [0, 255] images (SAMPLE_IMAGES, S, S, 3) of training images spread over
+    the classes, as the augmented phase sees them; also written to TensorBoard as "augmented_training_images"."""
+    spread = np.unique(np.linspace(0, len(data.train.paths) - 1, SAMPLE_IMAGES).astype(int))
+    originals = inputs.load_processed([data.train.paths[i] for i in spread], data.image_size).astype(np.float32)
+    augment = inputs.make_augmenter(dataclasses.asdict(p.train.augmentation), seed=p.seed)
+    augmented = originals if augment is None else keras.ops.convert_to_numpy(augment(originals))
+    writer = tf.summary.create_file_writer(str(output_dir(run_dir, strategy) / "logs" / "train"))
     with writer.as_default():
-        tf.summary.image("augmented_training_images", np.asarray(images) / 255.0, step=0,
-                         max_outputs=len(images))
+        tf.summary.image("augmented_training_images", augmented / 255.0, step=0, max_outputs=len(augmented))
     writer.close()
+    return originals, augmented
 
 
-def read_history(run_dir):
-    """model/history.csv as a DataFrame (one row per finished epoch, last write wins), or None."""
-    path = Path(run_dir) / "model" / "history.csv"
-    if not path.is_file() or path.stat().st_size == 0:
-        return None
-    return pd.read_csv(path).drop_duplicates("epoch", keep="last").reset_index(drop=True)
+# ---- step 4: the summary -------------------------------------------------------------------------------
 
-
-def _best(history, monitor, mode):
+def best_epoch(history, monitor, mode):
+    """(1-based epoch, value) of the best `monitor` in a history table, or (None, None)."""
     if history is None or monitor not in history or history.empty:
         return None, None
     index = history[monitor].idxmax() if mode == "max" else history[monitor].idxmin()
     return int(history["epoch"][index]) + 1, float(history[monitor][index])
 
 
-def train(run_dir, model_options, image_size, seed=42, epochs=30, batch_size=32, optimizer="adam",
-          learning_rate=1e-3, class_weight=None, monitor="val_loss", monitor_mode="auto",
-          augmentation=None, reduce_lr=None, early_stopping=None, fine_tune_epochs=0,
-          fine_tune_learning_rate=1e-5, feature_cache="auto", strategy="auto", mixed_precision="auto",
-          extra_callbacks=()):
-    """Train a classifier on the run's manifest and write its products (see the module docstring).
+def summarize(run_dir, p, data, strategy, results):
+    """Write training.json (and return it): the best epoch and its validation metrics, time, device, dtype
+    policy, the phases as run, and what the split held."""
+    out_dir = output_dir(run_dir, strategy)
+    history = artifacts.read_history(out_dir)
+    mode = resolve_mode(p.train.monitor, p.train.monitor_mode)
+    epoch, value = best_epoch(history, p.train.monitor, mode)
+    best_row = {} if epoch is None else history[history["epoch"] == epoch - 1].iloc[-1].to_dict()
+    summary = {
+        "epochs_run": 0 if history is None else len(history), "best_epoch": epoch, "monitor": p.train.monitor,
+        "monitor_mode": mode, "best_value": value,
+        "best_validation_metrics": {key[4:]: float(value) for key, value in best_row.items() if key.startswith("val_")},
+        "wall_time_seconds": round(sum(result.seconds for result in results), 1),
+        "phases": [{**dataclasses.asdict(result.phase), "seconds": round(result.seconds, 1),
+                    "resumed": result.resumed} for result in results],
+        "device": describe_device(strategy), "strategy": STRATEGY_NAMES.get(type(strategy).__name__,
+                                                                            type(strategy).__name__),
+        "replicas": strategy.num_replicas_in_sync, "dtype_policy": keras.config.dtype_policy().name,
+        "cpu_bf16_flags": sorted(cpu_flags() & set(BF16_CPU_FLAGS)), "seed": p.seed,
+        "deterministic": p.train.deterministic, "feature_cache": any(result.phase.cached for result in results),
+        "classes": data.classes, "train_images": len(data.train.paths),
+        "validation_images": len(data.validation.paths),
+    }
+    artifacts.write_json(out_dir / artifacts.TRAINING, summary)
+    log.info("training finished: best epoch %s, %s %s", epoch, p.train.monitor, value)
+    return summary
 
-    model_options: keyword arguments of `models.build_model` except num_classes/image_size (backbone,
-    alpha, weights, head, pooling, dense_units, dropout, trainable_layers, output_activation).
-    augmentation / reduce_lr / early_stopping: dicts in the params vocabulary, or None.
-    fine_tune_epochs > 0: first `epochs` with the backbone frozen, then `fine_tune_epochs` with
-    `trainable_layers` trainable at `fine_tune_learning_rate`. feature_cache: auto | on | off.
-    strategy: a name for `make_strategy` or a tf.distribute.Strategy; under multi_worker, only the chief writes
-    into `run_dir` (the other workers write into a temporary folder, removed at the end). Rerunning after an
-    interruption resumes at the last finished epoch. Returns (model, summary dict also written to training.json).
-    """
+
+def train(run_dir, p, strategy="auto", extra_callbacks=(), image_root=None):
+    """All the steps in one call: (model, summary). `strategy`: a name for `make_strategy` or a strategy."""
     strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
-    run_dir = Path(run_dir)
-    with _output_dir(run_dir, strategy) as out_dir:
-        started = time.time()
-        if feature_cache not in ("auto", "on", "off"):
-            raise ValueError(f"unknown feature_cache {feature_cache!r}; choose one of: auto, on, off")
-        strategy_name = STRATEGY_NAMES.get(type(strategy).__name__, type(strategy).__name__)
-        multi_worker = is_multi_worker(strategy)
-        if multi_worker and feature_cache == "on":
-            raise TrainingError("train.feature_cache: on does not work with train.strategy: multi_worker (every "
-                                "worker would compute and write the same cache); use auto")
-        (out_dir / "model").mkdir(parents=True, exist_ok=True)
-        policy = set_mixed_precision(mixed_precision)
-        manifest, classes = inputs.read_split(run_dir)
-        train_paths, train_labels = inputs.split_arrays(manifest, classes, "train", run_dir)
-        val_paths, val_labels = inputs.split_arrays(manifest, classes, "validation", run_dir)
-        weights = inputs.class_weights(class_weight, train_labels, classes)
-        augment = inputs.make_augmenter(augmentation, seed=seed)
-        batch_size = batch_size * strategy.num_replicas_in_sync
-        whole_batches = strategy.num_replicas_in_sync > 1
-        if whole_batches and min(len(train_paths), len(val_paths)) < batch_size:
-            raise TrainingError(f"{strategy.num_replicas_in_sync} replicas need at least one global batch "
-                                f"({batch_size} images) in train and validation; lower train.batch_size")
-        if whole_batches:
-            log.warning("%d replicas: the last partial batch is skipped (%d train, %d validation images per epoch)",
-                        strategy.num_replicas_in_sync, len(train_paths) % batch_size, len(val_paths) % batch_size)
-        mode = resolve_mode(monitor, monitor_mode)
-
-        keras.backend.clear_session()
-        keras.utils.set_random_seed(seed)
-        final_trainable = model_options.get("trainable_layers", -1)
-        with strategy.scope():
-            model = models.build_model(num_classes=len(classes), image_size=image_size, clear_session=False,
-                                       **{**model_options, "trainable_layers": 0 if fine_tune_epochs else final_trainable})
-        _check_monitor(monitor, model, "train.monitor")
-        for name, options in (("train.reduce_lr", reduce_lr), ("train.early_stopping", early_stopping)):
-            if options:
-                _check_monitor(options.get("monitor", "val_loss"), model, f"{name}.monitor")
-        if augment is not None:
-            spread = np.unique(np.linspace(0, len(train_paths) - 1, SAMPLE_IMAGES).astype(int))  # several classes
-            sample = inputs.make_dataset([train_paths[i] for i in spread], train_labels[spread], len(classes),
-                                         image_size, len(spread), augment=augment)
-            log_augmented_images(out_dir / "logs", next(iter(sample))[0])
-
-        phases = [(1, epochs, learning_rate, 0 if fine_tune_epochs else final_trainable)]
-        if fine_tune_epochs:
-            phases.append((2, epochs + fine_tune_epochs, fine_tune_learning_rate, final_trainable))
-        phase_one_weights = out_dir / "model" / "phase1_done.weights.h5"
-        used_cache = False
-        for phase, end_epoch, rate, trainable in phases:
-            if phase == 1 and len(phases) == 2 and phase_one_weights.is_file():
-                model.load_weights(phase_one_weights)  # phase 1 finished before an interruption
-                log.info("phase 1 already finished: resuming with fine-tuning")
-                continue
-            resuming = (out_dir / "model" / "backup" / f"phase{phase}").is_dir()
-            history = read_history(out_dir) if resuming or phase == 2 else None
-            cacheable = trainable == 0 and augment is None
-            if feature_cache == "on" and not cacheable:
-                raise TrainingError("train.feature_cache: on needs a frozen backbone (model.trainable_layers: 0, "
-                                    "or the head phase of fine_tune_epochs) and no augmentation; use auto")
-            use_cache = cacheable and feature_cache != "off" and not multi_worker
-            with strategy.scope():
-                models.set_trainable_layers(model, trainable)
-                fitted = models.head_model(model) if use_cache else model
-                compile_model(fitted, optimizer, rate)
-                if multi_worker:
-                    fit_under_multi_worker(fitted)
-            callbacks = make_callbacks(out_dir, monitor, mode, reduce_lr, early_stopping, phase=phase,
-                                       best_so_far=_best(history, monitor, mode)[1],
-                                       checkpoint_model=model if use_cache else None,
-                                       append_history=history is not None) + list(extra_callbacks)
-            if use_cache:
-                key = inputs.feature_cache_key(model_options, image_size, seed)
-                train_data, val_data = (
-                    inputs.feature_dataset(model, run_dir, key, split, paths, labels, len(classes), image_size,
-                                             batch_size, shuffle=split == "train", seed=seed,
-                                             drop_remainder=whole_batches)
-                    for split, paths, labels in (("train", train_paths, train_labels),
-                                                 ("validation", val_paths, val_labels)))
-            else:
-                train_data = inputs.make_dataset(train_paths, train_labels, len(classes), image_size, batch_size,
-                                                 shuffle=True, seed=seed, augment=augment, drop_remainder=whole_batches)
-                val_data = inputs.make_dataset(val_paths, val_labels, len(classes), image_size, batch_size,
-                                               drop_remainder=whole_batches)
-            used_cache = used_cache or use_cache
-            with strategy.scope() if multi_worker else contextlib.nullcontext():
-                fitted.fit(train_data, validation_data=val_data, epochs=end_epoch,
-                           initial_epoch=phases[0][1] * (phase - 1), class_weight=weights, callbacks=callbacks,
-                           shuffle=False, verbose=2)  # tf.data shuffles
-            if phase == 1 and len(phases) == 2:
-                model.save_weights(phase_one_weights)
-        phase_one_weights.unlink(missing_ok=True)
-        if (out_dir / "model" / "backup").is_dir() and not any((out_dir / "model" / "backup").iterdir()):
-            (out_dir / "model" / "backup").rmdir()
-
-        history = read_history(out_dir)
-        best_epoch, best_value = _best(history, monitor, mode)
-        summary = {"epochs_run": 0 if history is None else len(history), "best_epoch": best_epoch,
-                   "monitor": monitor, "monitor_mode": mode, "best_value": best_value,
-                   "wall_time_seconds": round(time.time() - started, 1), "device": describe_device(strategy),
-                   "strategy": strategy_name, "replicas": strategy.num_replicas_in_sync, "dtype_policy": policy,
-                   "feature_cache": used_cache, "classes": classes, "train_images": len(train_paths),
-                   "validation_images": len(val_paths)}
-        (out_dir / "training.json").write_text(json.dumps(summary, indent=2))
-        log.info("training finished: %s", summary)
-        return model, summary
-
-
-@contextlib.contextmanager
-def _output_dir(run_dir, strategy):
-    """Where this process writes what training makes: the run folder, or, on a non-chief worker, a temporary
-    folder removed afterwards (the workers share the run folder's data, and only the chief's products count)."""
-    if is_chief(strategy):
-        yield run_dir
-        return
-    with tempfile.TemporaryDirectory(prefix="worker-") as worker_dir:
-        yield Path(worker_dir)
+    data = read_data(run_dir, p.data.image_size, image_root)
+    model = build(p, data.classes, strategy)
+    results = [fit_phase(model, phase, data, p, run_dir, strategy, extra_callbacks)
+               for phase in plan(p, is_multi_worker(strategy))]
+    return model, summarize(run_dir, p, data, strategy, results)

@@ -1,0 +1,45 @@
+"""The named choices behind the TensorFlow side of the pipeline (backbones, optimizers, losses, ...), as plain
+data that imports without TensorFlow: `lib.params` validates a recipe against these in a second, and
+`lib.models` / `lib.training` look their entries up here to build things. (The data side's registries,
+`sources.SOURCES` and `images.RESIZE_MODES`, live in their own TensorFlow-free modules.)
+"""
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    application: str  # class name in keras.applications, or "small_cnn" (lib.models' own small net)
+    preprocess: str  # key of PREPROCESSINGS: what the model does to raw RGB [0, 255] before the backbone
+    takes_alpha: bool = False  # has a width multiplier (model.alpha)
+    imagenet_alphas: tuple = ()  # widths with published ImageNet weights; empty: any width, or no width at all
+    has_imagenet_weights: bool = True
+    # bfloat16 measured faster than float32 on a CPU with bfloat16 instructions (benchmarks/precision.py): VGG19's
+    # big dense convolutions gain, MobileNet's depthwise ones lose; unmeasured backbones stay float32
+    cpu_bfloat16: bool = False
+
+
+BACKBONES = {
+    "mobilenet": Backbone("MobileNet", "tf", takes_alpha=True, imagenet_alphas=(0.25, 0.5, 0.75, 1.0)),
+    "mobilenet_v2": Backbone("MobileNetV2", "tf", takes_alpha=True,
+                             imagenet_alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4)),
+    "vgg19": Backbone("VGG19", "caffe", cpu_bfloat16=True),
+    # EfficientNet rescales and normalises inside keras.applications already: it takes [0, 255]
+    "efficientnet_b0": Backbone("EfficientNetB0", "none"),
+    "small_cnn": Backbone("small_cnn", "unit", takes_alpha=True, has_imagenet_weights=False),
+}
+# "tf": [-1, 1]; "caffe": BGR minus the ImageNet mean; "unit": [0, 1]; "none": as is
+PREPROCESSINGS = ("tf", "caffe", "unit", "none")
+POOLINGS = ("avg", "max")
+HEADS = ("pooled", "dense")
+OUTPUT_ACTIVATIONS = ("softmax", "sigmoid")
+
+OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop"}  # keras.optimizers names
+LOSSES = ("crossentropy", "focal")  # categorical (or binary, for sigmoid outputs); keras' CategoricalFocalCrossentropy
+SAMPLINGS = ("shuffle", "balanced")  # balanced: every batch drawn from the classes in equal shares
+SCHEDULES = ("constant", "cosine")  # cosine: linear warm-up, then cosine decay to zero over the phase
+FILL_MODES = ("nearest", "reflect", "wrap", "constant")
+FEATURE_CACHE = ("auto", "on", "off")
+MONITOR_MODES = ("auto", "min", "max")
+STRATEGIES = ("auto", "default", "mirrored", "tpu", "multi_worker")
+PRECISIONS = ("auto", "off", "mixed_float16", "mixed_bfloat16")

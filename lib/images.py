@@ -183,10 +183,10 @@ def process_images(records, processed_dir, image_size, resize_mode="squash", max
         except (OSError, cv2.error) as error:
             return row, None, f"unreadable: {error}"
         target = processed_dir / f"{row['image_id']}.png"
-        ok, encoded = cv2.imencode(".png", cv2.cvtColor(resize_image(image, image_size, resize_mode), cv2.COLOR_RGB2BGR))
-        if not ok:
-            return row, None, "unreadable: PNG encoding failed"
-        target.write_bytes(encoded.tobytes())
+        try:
+            save_png(target, resize_image(image, image_size, resize_mode))
+        except ImageError as error:
+            return row, None, str(error)
         path = os.path.relpath(target, relative_to) if relative_to else str(target)
         facts = {"path": Path(path).as_posix(), "original_width": image.shape[1], "original_height": image.shape[0],
                  "sha1": hashlib.sha1(data).hexdigest(),
@@ -209,6 +209,15 @@ def process_images(records, processed_dir, image_size, resize_mode="squash", max
     used_columns = list(records.columns) + ["path", "original_width", "original_height", "sha1", "dhash"]
     return (pd.DataFrame(used, columns=used_columns),
             pd.DataFrame(skipped, columns=["source_path", "image_id", "label", "reason"]))
+
+
+def save_png(path, image):
+    """Write uint8 RGB HxWx3 as a lossless PNG (the processed images' format; read back by inputs.load_processed)."""
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ImageError("unreadable: PNG encoding failed")
+    Path(path).write_bytes(encoded.tobytes())
+    return Path(path)
 
 
 def check_skipped(n_found, skipped, on_bad_image="skip", max_bad_fraction=0.05):

@@ -5,6 +5,7 @@ Augmentation runs in `dataset.map` on training batches only, so it never becomes
 exported) model. Every random choice (order, sampling, augmentation) comes from the run's `seed`.
 """
 
+import itertools
 import logging
 from pathlib import Path
 
@@ -85,29 +86,33 @@ def augmentation_layers(rotation_range=0.0, width_shift_range=0.0, height_shift_
     if fill_mode not in registry.FILL_MODES:
         raise ValueError(f"unknown fill_mode {fill_mode!r}; choose one of: {', '.join(registry.FILL_MODES)}")
     value_range = (0.0, 255.0)
+    # each layer its own random stream: with one seed for all, every layer would draw the same decisions
+    seeds = itertools.repeat(None) if seed is None else itertools.count(seed)
     augmenters = []
-    if horizontal_flip or vertical_flip:
-        mode = {(True, True): "horizontal_and_vertical", (True, False): "horizontal",
-                (False, True): "vertical"}[(bool(horizontal_flip), bool(vertical_flip))]
-        augmenters.append(keras.layers.RandomFlip(mode, seed=seed))
+    # one layer per flip: Keras' RandomFlip("horizontal_and_vertical") draws one decision for both axes, which
+    # gives only 2 of the 4 flip combinations
+    if horizontal_flip:
+        augmenters.append(keras.layers.RandomFlip("horizontal", seed=next(seeds)))
+    if vertical_flip:
+        augmenters.append(keras.layers.RandomFlip("vertical", seed=next(seeds)))
     if rotate90:
-        augmenters.append(RandomTranspose(seed=seed))
+        augmenters.append(RandomTranspose(seed=next(seeds)))
     if rotation_range:
-        augmenters.append(keras.layers.RandomRotation(rotation_range / 360.0, fill_mode=fill_mode, seed=seed))
+        augmenters.append(keras.layers.RandomRotation(rotation_range / 360.0, fill_mode=fill_mode, seed=next(seeds)))
     if width_shift_range or height_shift_range:
-        augmenters.append(keras.layers.RandomTranslation(height_shift_range, width_shift_range,
-                                                         fill_mode=fill_mode, seed=seed))
+        augmenters.append(keras.layers.RandomTranslation(height_shift_range, width_shift_range, fill_mode=fill_mode,
+                                                         seed=next(seeds)))
     if zoom_range:
-        augmenters.append(keras.layers.RandomZoom(zoom_range, fill_mode=fill_mode, seed=seed))
+        augmenters.append(keras.layers.RandomZoom(zoom_range, fill_mode=fill_mode, seed=next(seeds)))
     if brightness:
-        augmenters.append(keras.layers.RandomBrightness(brightness, value_range=value_range, seed=seed))
+        augmenters.append(keras.layers.RandomBrightness(brightness, value_range=value_range, seed=next(seeds)))
     if contrast:
-        augmenters.append(keras.layers.RandomContrast(contrast, value_range=value_range, seed=seed))
+        augmenters.append(keras.layers.RandomContrast(contrast, value_range=value_range, seed=next(seeds)))
     if saturation:
         augmenters.append(keras.layers.RandomSaturation((0.5 - saturation / 2, 0.5 + saturation / 2),
-                                                        value_range=value_range, seed=seed))
+                                                        value_range=value_range, seed=next(seeds)))
     if hue:
-        augmenters.append(keras.layers.RandomHue(hue, value_range=value_range, seed=seed))
+        augmenters.append(keras.layers.RandomHue(hue, value_range=value_range, seed=next(seeds)))
     return augmenters
 
 

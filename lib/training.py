@@ -373,6 +373,9 @@ def fit_phase(model, phase, data, p, run_dir, strategy, extra_callbacks=()):
     multi_worker = is_multi_worker(strategy)
     batch_size = p.train.batch_size * strategy.num_replicas_in_sync
     whole_batches = strategy.num_replicas_in_sync > 1
+    if whole_batches and min(len(data.train.paths), len(data.validation.paths)) < batch_size:
+        raise TrainingError(f"{strategy.num_replicas_in_sync} replicas need at least one global batch ({batch_size} "
+                            f"images) in train and validation; lower train.batch_size")
     train_data, val_data = _datasets(model, phase, data, p, run_dir, batch_size, whole_batches)
     steps = len(data.train.paths) // batch_size if whole_batches else math.ceil(len(data.train.paths) / batch_size)
     resuming = (out_dir / "model" / "backup" / f"phase{phase.number}").is_dir()
@@ -444,7 +447,7 @@ def make_callbacks(run_dir, monitor, mode, reduce_lr=None, early_stopping=None, 
     checkpoint = _Checkpoint(checkpoint_model, str(run_dir / artifacts.MODEL), monitor=monitor,
                              mode=mode, save_best_only=True, initial_value_threshold=best_so_far)
     callbacks = [keras.callbacks.BackupAndRestore(str(run_dir / "model" / "backup" / f"phase{phase}")),
-                 checkpoint,
+                 _LearningRateLog(), checkpoint,
                  keras.callbacks.CSVLogger(str(run_dir / artifacts.HISTORY), append=append_history),
                  keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False)]
     if reduce_lr:
@@ -456,6 +459,14 @@ def make_callbacks(run_dir, monitor, mode, reduce_lr=None, early_stopping=None, 
         options["mode"] = resolve_mode(options.get("monitor", "val_loss"), options.get("mode", "auto"))
         callbacks.append(keras.callbacks.EarlyStopping(**options))
     return callbacks
+
+
+class _LearningRateLog(keras.callbacks.Callback):
+    """Adds the epoch's last learning rate to the logs, so history.csv and the curves show the schedule."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
 class _Checkpoint(keras.callbacks.ModelCheckpoint):

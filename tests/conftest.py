@@ -28,3 +28,19 @@ def mobilenet_weights():
     if not MOBILENET_WEIGHTS.is_file():
         pytest.skip(f"weights not found at {MOBILENET_WEIGHTS}")
     return MOBILENET_WEIGHTS
+
+
+@pytest.fixture
+def run_folder(tmp_path):
+    """A run folder as notebook 02 leaves it: 3 classes x 8 synthetic lesions at 32 px, split 4/2/2 per class."""
+    from tests import runfolders
+
+    return runfolders.write_run_folder(tmp_path / "run")
+
+
+@pytest.fixture
+def make_run_folder(tmp_path):
+    """Build run folders of other sizes: make_run_folder(name, per_class=..., size=..., fractions=..., seed=...)."""
+    from tests import runfolders
+
+    return lambda name="run", **options: runfolders.write_run_folder(tmp_path / name, **options)

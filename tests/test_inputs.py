@@ -1,90 +1,89 @@
-"""Specification of lib.inputs: manifest to tf.data, augmentation mapping, class weights, feature cache key."""
+"""Specification of lib.inputs: processed PNGs (or cached features) to tf.data, shuffled or class-balanced,
+augmentation in the recipes' vocabulary, class weights, the feature cache."""
 
-import json
+import collections
 
 import keras
 import numpy as np
-import pandas as pd
 import pytest
-from PIL import Image, ImageDraw
 
-from lib import inputs
+from lib import artifacts, inputs, params
 from lib.errors import TrainingError
 
-SHAPES = ("circle", "square", "triangle")
+
+def train_split(run_dir):
+    manifest = artifacts.read_manifest(run_dir, split="train")
+    classes = artifacts.class_names(run_dir)
+    return list(manifest["abs_path"]), manifest["label"].map(classes.index).to_numpy(np.int32), classes
 
 
-def draw_shape(shape, size, rng):
-    """uint8 RGB size x size: a shape of its own hue at a random place on a noisy skin-coloured background."""
-    background = np.clip(rng.normal((200, 160, 140), 12, (size, size, 3)), 0, 255).astype(np.uint8)
-    picture = Image.fromarray(background)
-    draw = ImageDraw.Draw(picture)
-    radius = rng.integers(size // 5, size // 3)
-    cx, cy = rng.integers(radius, size - radius, 2)
-    # each shape has its own hue, as lesion classes differ in colour as well as form
-    base = {"circle": (120, 40, 40), "square": (40, 40, 120), "triangle": (40, 110, 40)}.get(shape, (80, 80, 80))
-    colour = tuple(int(c + rng.integers(-20, 20)) for c in base)
-    box = (cx - radius, cy - radius, cx + radius, cy + radius)
-    if shape == "circle":
-        draw.ellipse(box, fill=colour)
-    elif shape == "square":
-        draw.rectangle(box, fill=colour)
-    else:
-        draw.polygon([(cx, cy - radius), (cx - radius, cy + radius), (cx + radius, cy + radius)], fill=colour)
-    return np.asarray(picture)
+def test_processed_images_decode_to_the_pixels_written(run_folder):
+    from tests import runfolders
+
+    pictures, _ = runfolders.lesion_images(3)
+    paths = [run_folder / f"data/processed/img{index:04d}.png" for index in range(3)]
+    np.testing.assert_array_equal(inputs.load_processed(paths, image_size=32), pictures)
+    with pytest.raises(TrainingError, match="rerun notebook 02_preprocess \\(data.image_size: 64\\)"):
+        inputs.load_processed(paths, image_size=64)
 
 
-def write_run(run_dir, per_class=8, size=32, classes=SHAPES, seed=0):
-    """A run folder as notebook 02 leaves it: data/manifest.csv, data/classes.json, processed PNGs.
-    Each class gets `per_class` images, split 60% train / 40% validation. Returns run_dir."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    (run_dir / "data" / "processed").mkdir(parents=True, exist_ok=True)
-    for label in classes:
-        for index in range(per_class):
-            image_id = f"{label}_{index:03d}"
-            path = f"data/processed/{image_id}.png"
-            Image.fromarray(draw_shape(label, size, rng)).save(run_dir / path)
-            split = "train" if index < per_class * 0.6 else "validation"
-            rows.append({"image_id": image_id, "label": label, "lesion_id": image_id, "split": split,
-                         "path": path, "source_path": path, "original_width": size, "original_height": size})
-    pd.DataFrame(rows).to_csv(run_dir / "data" / "manifest.csv", index=False)
-    (run_dir / "data" / "classes.json").write_text(json.dumps({"labels": "dx", "classes": sorted(classes)}))
-    return run_dir
-
-
-def test_dataset_yields_raw_rgb_batches_with_one_hot_labels(tmp_path):
-    run_dir = write_run(tmp_path, per_class=4)
-    manifest, classes = inputs.read_split(run_dir)
-    paths, labels = inputs.split_arrays(manifest, classes, "train", run_dir)
-    images, targets = next(iter(inputs.make_dataset(paths, labels, len(classes), 32, batch_size=4)))
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_dataset_yields_raw_rgb_batches_with_one_hot_labels(run_folder, in_memory):
+    paths, labels, classes = train_split(run_folder)
+    images, targets = next(iter(inputs.image_dataset(paths, labels, len(classes), 32, batch_size=4,
+                                                     in_memory=in_memory)))
     assert images.shape == (4, 32, 32, 3) and images.dtype == "float32"
-    assert 100 < float(np.max(images)) <= 255.0
-    expected = np.asarray(Image.open(run_dir / manifest[manifest.split == "train"].path.iloc[0]), np.float32)
-    np.testing.assert_array_equal(images[0], expected)
+    np.testing.assert_array_equal(images[0], inputs.load_processed(paths[:1])[0].astype(np.float32))
     np.testing.assert_array_equal(np.argmax(targets, axis=1), labels[:4])
 
 
-def test_shuffled_dataset_order_depends_only_on_the_seed(tmp_path):
-    run_dir = write_run(tmp_path, per_class=5)
-    manifest, classes = inputs.read_split(run_dir)
-    paths, labels = inputs.split_arrays(manifest, classes, "train", run_dir)
+def test_shuffled_order_depends_only_on_the_seed_and_changes_every_epoch(run_folder):
+    paths, labels, classes = train_split(run_folder)
 
-    def first_epoch(seed):
-        dataset = inputs.make_dataset(paths, labels, len(classes), 32, batch_size=3, shuffle=True, seed=seed)
-        return np.concatenate([images.numpy().sum(axis=(1, 2, 3)) for images, _ in dataset])
+    def epochs(seed, count=2):
+        dataset = inputs.image_dataset(paths, labels, len(classes), 32, batch_size=3, shuffle=True, seed=seed)
+        return [np.concatenate([images.numpy().sum(axis=(1, 2, 3)) for images, _ in dataset]) for _ in range(count)]
 
-    np.testing.assert_array_equal(first_epoch(7), first_epoch(7))
-    assert not np.array_equal(first_epoch(7), first_epoch(8))
+    first, second = epochs(7)
+    np.testing.assert_array_equal(epochs(7)[0], first)
+    assert not np.array_equal(first, second), "the order must change between epochs"
+    assert not np.array_equal(epochs(8)[0], first)
+    assert sorted(first) == sorted(second), "every image once per epoch"
+
+
+def test_balanced_sampling_draws_each_class_equally_often(make_run_folder):
+    run_dir = make_run_folder(per_class=4)
+    paths, labels, classes = train_split(run_dir)
+    paths, labels = paths + paths[:2] * 10, np.concatenate([labels, [labels[0]] * 20])  # class 0 is 11x the others
+    counts = collections.Counter()
+    dataset = inputs.image_dataset(paths, labels, len(classes), 32, batch_size=8, shuffle=True, sampling="balanced")
+    for _ in range(20):
+        for _, targets in dataset:
+            counts.update(np.argmax(targets, axis=1).tolist())
+    assert sum(counts.values()) == 20 * len(labels), "an epoch has as many images as the split"
+    shares = np.array([counts[index] for index in range(len(classes))]) / sum(counts.values())
+    np.testing.assert_allclose(shares, 1 / 3, atol=0.05)
+
+
+def test_feature_dataset_follows_the_image_order_of_the_same_seed(run_folder):
+    paths, labels, classes = train_split(run_folder)
+    features = np.arange(len(paths), dtype=np.float32)[:, None]
+    images = inputs.image_dataset(paths, labels, len(classes), 32, batch_size=3, shuffle=True, seed=5)
+    cached = inputs.feature_dataset(features, labels, len(classes), batch_size=3, shuffle=True, seed=5)
+    image_order = [np.argmax(targets, axis=1) for _, targets in images]
+    feature_order = [np.argmax(targets, axis=1) for _, targets in cached]
+    np.testing.assert_array_equal(np.concatenate(image_order), np.concatenate(feature_order))
 
 
 def test_augmentation_maps_recipe_vocabulary_onto_keras_layers():
     layers = inputs.augmentation_layers(rotation_range=180, width_shift_range=0.1, height_shift_range=0.2,
-                                        zoom_range=0.1, horizontal_flip=True, vertical_flip=True,
-                                        fill_mode="reflect")
+                                        zoom_range=0.1, horizontal_flip=True, vertical_flip=True, rotate90=True,
+                                        brightness=0.1, contrast=0.2, saturation=0.2, hue=0.05, fill_mode="reflect")
     by_type = {type(layer).__name__: layer for layer in layers}
-    assert set(by_type) == {"RandomFlip", "RandomRotation", "RandomTranslation", "RandomZoom"}
-    assert by_type["RandomFlip"].mode == "horizontal_and_vertical"
+    assert [type(layer).__name__ for layer in layers] == [
+        "RandomFlip", "RandomFlip", "RandomTranspose", "RandomRotation", "RandomTranslation", "RandomZoom",
+        "RandomBrightness", "RandomContrast", "RandomSaturation", "RandomHue"]
+    assert [layer.mode for layer in layers[:2]] == ["horizontal", "vertical"]  # independent decisions
     assert by_type["RandomRotation"].factor == (-0.5, 0.5)  # 180 degrees = half a turn either way
     assert by_type["RandomRotation"].fill_mode == "reflect"
     translation, zoom = by_type["RandomTranslation"], by_type["RandomZoom"]
@@ -95,16 +94,32 @@ def test_augmentation_maps_recipe_vocabulary_onto_keras_layers():
     assert [layer.mode for layer in inputs.augmentation_layers(vertical_flip=True)] == ["vertical"]
 
 
-def test_augmenter_changes_images_but_not_their_shape_and_none_means_off():
+def test_flips_with_transposes_reach_all_eight_right_angle_views():
+    image = np.arange(3 * 3 * 3, dtype=np.float32).reshape(1, 3, 3, 3)
+    augment = inputs.make_augmenter({"horizontal_flip": True, "vertical_flip": True, "rotate90": True}, seed=0)
+    views = {keras.ops.convert_to_numpy(augment(np.repeat(image, 64, axis=0)))[i].tobytes() for i in range(64)}
+    expected = set()
+    for turns in range(4):
+        rotated = np.rot90(image[0], turns)
+        expected |= {rotated.tobytes(), rotated[:, ::-1].copy().tobytes()}
+    assert views == expected
+
+
+def test_augmenter_changes_images_within_pixel_range_and_none_means_off():
     assert inputs.make_augmenter(None) is None
     assert inputs.make_augmenter({"horizontal_flip": False, "fill_mode": "nearest"}) is None
-    augment = inputs.make_augmenter({"rotation_range": 90, "horizontal_flip": True}, seed=1)
+    augment = inputs.make_augmenter({"rotation_range": 90, "horizontal_flip": True, "brightness": 0.3}, seed=1)
     images = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)).astype("float32")
     augmented = keras.ops.convert_to_numpy(augment(images))
-    assert augmented.shape == images.shape
+    assert augmented.shape == images.shape and 0 <= augmented.min() and augmented.max() <= 255
     assert not np.allclose(augmented, images)
     with pytest.raises(ValueError, match="rotation"):
         inputs.make_augmenter({"rotation": 10})
+
+
+def test_every_augmentation_parameter_is_understood_by_the_augmenter():
+    keys = {field for field in params.AugmentationParams.__dataclass_fields__}
+    assert keys == set(inputs.AUGMENTATION_KEYS)
 
 
 def test_class_weights_balanced_explicit_and_unknown_class():
@@ -118,15 +133,29 @@ def test_class_weights_balanced_explicit_and_unknown_class():
         inputs.class_weights({"mel": 3}, labels, classes)
 
 
-def test_missing_manifest_says_which_notebook_to_run(tmp_path):
-    with pytest.raises(TrainingError, match="02_preprocess"):
-        inputs.read_split(tmp_path)
-
-
-def test_feature_cache_key_names_backbone_weights_size_and_pooling(tmp_path):
+def test_feature_cache_key_names_backbone_weights_size_pooling_and_precision(tmp_path):
     weights = tmp_path / "w.h5"
     weights.write_bytes(b"1234")
-    options = {"backbone": "mobilenet", "alpha": 0.75, "weights": str(weights), "pooling": "max"}
-    assert inputs.feature_cache_key(options, 224, seed=1) == "mobilenet-alpha0.75-w-4-224px-max"
-    random = inputs.feature_cache_key({"backbone": "vgg19", "weights": None}, 64, seed=3)
-    assert random == "vgg19-alpha1.0-random-seed3-64px-avg"
+    model = params.ModelParams(backbone="mobilenet", alpha=0.75, weights=str(weights), pooling="max")
+    assert inputs.feature_cache_key(model, 224, 1, "float32") == "mobilenet-alpha0.75-w-4-224px-max-float32"
+    random = params.ModelParams(backbone="vgg19", weights=None)
+    assert inputs.feature_cache_key(random, 64, 3, "mixed_bfloat16") == \
+        "vgg19-alpha1.0-random-seed3-64px-avg-mixed_bfloat16"
+
+
+def test_cached_features_are_computed_once_and_recomputed_when_the_images_change(run_folder, tmp_path):
+    paths, _, _ = train_split(run_folder)
+    calls = []
+
+    class Extractor:
+        def predict(self, dataset, verbose=None):
+            batches = [images.numpy().mean(axis=(1, 2)) for images in dataset]
+            calls.append(len(batches))
+            return np.concatenate(batches)
+
+    first = inputs.cached_features(Extractor(), tmp_path / "cache", "train", paths, 32)
+    again = inputs.cached_features(Extractor(), tmp_path / "cache", "train", paths, 32)
+    assert len(calls) == 1 and first.shape == (len(paths), 3)
+    np.testing.assert_array_equal(first, again)
+    inputs.cached_features(Extractor(), tmp_path / "cache", "train", paths[:-1], 32)
+    assert len(calls) == 2

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from lib import models
+from lib import models, registry
 from lib.errors import TrainingError
 
 
@@ -61,7 +61,8 @@ def test_mobilenet_preprocessing_maps_pixels_to_minus_one_one():
 
 
 def test_trainable_layers_freezes_all_but_the_last_n_backbone_layers():
-    model = models.build_model("mobilenet", num_classes=2, image_size=32, alpha=0.25, trainable_layers=5)
+    model = models.build_model("mobilenet", num_classes=2, image_size=32, alpha=0.25, trainable_layers=5,
+                               freeze_batch_norm=False)
     backbone_layers = model.get_layer("backbone").layers
     assert [layer.trainable for layer in backbone_layers[-5:]] == [True] * 5
     assert not any(layer.trainable for layer in backbone_layers[:-5])
@@ -70,10 +71,24 @@ def test_trainable_layers_freezes_all_but_the_last_n_backbone_layers():
     assert frozen.get_layer("predictions").trainable
 
 
-def test_frozen_batch_norm_runs_in_inference_mode():
-    model = models.build_model("small_cnn", num_classes=2, image_size=32, trainable_layers=0, dropout=0.0)
+@pytest.mark.parametrize("trainable_layers, freeze_batch_norm", [(0, False), (-1, True), (5, True)])
+def test_frozen_batch_norm_runs_in_inference_mode(trainable_layers, freeze_batch_norm):
+    model = models.build_model("mobilenet", num_classes=2, image_size=32, alpha=0.25, dropout=0.0,
+                               trainable_layers=trainable_layers, freeze_batch_norm=freeze_batch_norm)
+    batch_norms = [layer for layer in model.get_layer("backbone").layers
+                   if isinstance(layer, keras.layers.BatchNormalization)]
+    assert batch_norms and not any(layer.trainable for layer in batch_norms)
     images = raw_images(count=4)
-    np.testing.assert_allclose(model(images, training=True), model(images, training=False), atol=1e-6)
+    np.testing.assert_allclose(model(images, training=True), model(images, training=False), atol=1e-5)
+
+
+def test_trainable_batch_norm_uses_batch_statistics_in_training():
+    """The counterpart that shows the test above can fail: unfrozen, BatchNormalization normalises with the
+    statistics of the batch in training, so the outputs differ from inference."""
+    model = models.build_model("mobilenet", num_classes=2, image_size=32, alpha=0.25, dropout=0.0,
+                               trainable_layers=-1, freeze_batch_norm=False)
+    images = raw_images(count=4)
+    assert np.abs(np.asarray(model(images, training=True)) - np.asarray(model(images, training=False))).max() > 1e-3
 
 
 def test_gradcam_parts_recompose_the_model():
@@ -97,9 +112,31 @@ def test_missing_weights_file_is_a_training_error(tmp_path):
 def test_failed_imagenet_download_explains_the_local_file_fix(monkeypatch):
     def offline(*args, **kwargs):  # what Keras raises when storage.googleapis.com is unreachable
         raise Exception("URL fetch failure on https://storage.googleapis.com/...: Name or service not known")
-    monkeypatch.setitem(models.BACKBONES, "vgg19", models.Backbone(offline, "caffe"))
+    monkeypatch.setitem(models.BACKBONES, "vgg19", offline)
     with pytest.raises(TrainingError, match="offline.*model.weights: <path"):
         models.build_model("vgg19", num_classes=2, image_size=32, weights="imagenet")
+
+
+def test_a_mixed_precision_model_has_a_float32_twin_with_the_same_weights():
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        mixed = models.build_model("small_cnn", num_classes=3, image_size=32)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    twin = models.as_float32(mixed)
+    assert {layer.dtype_policy.name for layer in twin.get_layer("backbone").layers} == {"float32"}
+    for mixed_weight, twin_weight in zip(mixed.get_weights(), twin.get_weights()):
+        np.testing.assert_array_equal(mixed_weight, twin_weight)
+    np.testing.assert_allclose(twin.predict(raw_images(), verbose=0), mixed.predict(raw_images(), verbose=0),
+                               atol=5e-3)
+    plain = models.build_model("small_cnn", num_classes=3, image_size=32)
+    assert models.as_float32(plain) is plain
+
+
+def test_every_registered_backbone_has_a_builder_and_a_preprocessing():
+    assert set(models.BACKBONES) == set(registry.BACKBONES)
+    assert {spec.preprocess for spec in registry.BACKBONES.values()} <= set(models.PREPROCESSING)
+    assert set(models.POOLING) == set(registry.POOLINGS)
 
 
 def test_backbone_weights_load_from_a_local_file(tmp_path):

@@ -1,11 +1,14 @@
-"""Specification of lib.training: what a run folder holds after training, resuming after a kill,
-feature-cache training equal to ordinary training, and the distribution strategies.
+"""Specification of lib.training: the steps (read the split, build, plan, fit each phase, summarise), what a run
+folder holds after training, the same model from the same params, the head trained on cached features while
+fine-tuning is augmented, the learning-rate schedule, the balanced-accuracy metric, mixed precision that stays
+on, resuming after a kill, and the distribution strategies.
 
-Models and data are tiny (small_cnn at 32 px, tens of generated images); strategies and the resume
-test run in subprocesses because TensorFlow fixes its devices and cluster at start-up.
+Models and data are tiny (small_cnn at 32 px, tens of synthetic lesions); strategies and the resume test run
+in subprocesses because TensorFlow fixes its devices and cluster at start-up.
 """
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -20,14 +23,25 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from sklearn.metrics import balanced_accuracy_score
 
-from lib import models, paths, training
+from lib import artifacts, models, params, paths, training
 from lib.errors import TrainingError
-from tests.test_inputs import write_run
 
-SMALL = {"backbone": "small_cnn", "weights": None, "alpha": 0.5, "dropout": 0.0}
+SMALL_MODEL = {"backbone": "small_cnn", "weights": None, "alpha": 0.5, "dropout": 0.0}
 
-# A training run in a fresh interpreter: argv[1] is a JSON {"run_dir", "model_options", "train"}.
+
+def tiny_params(model=None, **train):
+    """Params of a tiny run: small_cnn at 32 px, float32, batch 8, and the train.* keys given."""
+    return params.from_dict({"name": "tiny", "data": {"image_size": 32}, "model": {**SMALL_MODEL, **(model or {})},
+                             "train": {"batch_size": 8, "mixed_precision": "off", **train}})
+
+
+def weights_digest(model):
+    return hashlib.sha256(b"".join(weight.tobytes() for weight in model.get_weights())).hexdigest()
+
+
+# A training run in a fresh interpreter: argv[1] is a JSON {"run_dir", "params" (a params dict), "strategy"}.
 # KILL_AFTER_EPOCH=n kills the process (SIGKILL) right after epoch n (1-based) was saved.
 # LOGICAL_CPUS=n splits the CPU into n logical devices before TensorFlow starts.
 SCRIPT = textwrap.dedent("""
@@ -38,7 +52,7 @@ SCRIPT = textwrap.dedent("""
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * int(os.environ["LOGICAL_CPUS"]))
     import keras
-    from lib import training
+    from lib import params, training
 
     class Kill(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -46,12 +60,16 @@ SCRIPT = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGKILL)
 
     job = json.loads(sys.argv[1])
-    strategy = training.make_strategy(job["train"].pop("strategy", "default"))
-    model, summary = training.train(job["run_dir"], job["model_options"], strategy=strategy,
-                                    extra_callbacks=[Kill()], **job["train"])
+    strategy = training.make_strategy(job.get("strategy", "default"))
+    model, summary = training.train(job["run_dir"], params.from_dict(job["params"]), strategy=strategy,
+                                    extra_callbacks=[Kill()])
     print("SUMMARY", json.dumps(summary))
     print("WEIGHTS", hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest())
 """)
+
+
+def job_for(run_dir, strategy="default", **train):
+    return {"run_dir": str(run_dir), "strategy": strategy, "params": tiny_params(**train).to_dict()}
 
 
 def run_script(job, env=None, check=True):
@@ -61,10 +79,6 @@ def run_script(job, env=None, check=True):
     if check and process.returncode != 0:
         raise AssertionError(f"training subprocess failed ({process.returncode}):\n{process.stderr[-3000:]}")
     return process
-
-
-def summary_of(process):
-    return summary_from(process.stdout)
 
 
 def summary_from(stdout):
@@ -79,42 +93,117 @@ def scalar_tags(event_dir):
     return tags
 
 
-def test_training_writes_checkpoint_history_tensorboard_and_summary(tmp_path):
-    run_dir = write_run(tmp_path, per_class=6)
-    model, summary = training.train(
-        run_dir, SMALL, image_size=32, epochs=2, fine_tune_epochs=1, fine_tune_learning_rate=1e-4,
-        batch_size=8, augmentation={"horizontal_flip": True, "rotation_range": 20},
-        reduce_lr={"monitor": "val_loss", "patience": 1}, early_stopping={"monitor": "val_loss", "patience": 5},
-        class_weight="balanced", monitor="val_accuracy", strategy="default")
-    history = pd.read_csv(run_dir / "model" / "history.csv")
+def test_two_phase_training_writes_checkpoint_history_tensorboard_and_summary(run_folder):
+    p = tiny_params(epochs=2, fine_tune_epochs=1, fine_tune_learning_rate=1e-4, class_weight="balanced",
+                    monitor="val_accuracy", augmentation={"horizontal_flip": True, "rotation_range": 20},
+                    reduce_lr={"monitor": "val_loss", "patience": 1}, early_stopping={"patience": 5})
+    model, summary = training.train(run_folder, p, strategy="default")
+    history = pd.read_csv(run_folder / artifacts.HISTORY)
     assert list(history["epoch"]) == [0, 1, 2]  # 2 head epochs, then 1 fine-tuning epoch
-    assert {"loss", "val_loss", "accuracy", "top2_accuracy", "auc", "val_auc"} <= set(history.columns)
-    saved = json.loads((run_dir / "training.json").read_text())
+    assert {"loss", "val_loss", "accuracy", "balanced_accuracy", "val_balanced_accuracy", "top2_accuracy", "auc",
+            "learning_rate"} <= set(history.columns)
+    saved = json.loads((run_folder / artifacts.TRAINING).read_text())
     assert saved == summary
     assert saved["epochs_run"] == 3 and saved["monitor"] == "val_accuracy" and saved["monitor_mode"] == "max"
     assert saved["best_value"] == history["val_accuracy"].max()
-    assert saved["feature_cache"] is False and "CPU" in saved["device"]
-    best = keras.models.load_model(run_dir / "model" / "best.keras")
-    assert best.predict(np.zeros((1, 32, 32, 3), "float32"), verbose=0).shape == (1, 3)
-    assert not (run_dir / "model" / "backup").exists()  # removed once training finished
-    assert {"epoch_loss", "epoch_learning_rate", "augmented_training_images"} <= scalar_tags(run_dir / "logs" / "train")
-    assert "epoch_loss" in scalar_tags(run_dir / "logs" / "validation")
+    best = history[history["epoch"] == saved["best_epoch"] - 1].iloc[0]
+    assert saved["best_validation_metrics"]["balanced_accuracy"] == pytest.approx(best["val_balanced_accuracy"])
+    assert [phase["name"] for phase in saved["phases"]] == ["head", "fine-tune"]
+    assert saved["feature_cache"] is True and "CPU" in saved["device"] and saved["dtype_policy"] == "float32"
+    best_model = keras.models.load_model(run_folder / artifacts.MODEL)
+    assert best_model.predict(np.zeros((1, 32, 32, 3), "float32"), verbose=0).shape == (1, 3)
+    assert not (run_folder / "model" / "backup").exists()  # removed once training finished
+    assert not (run_folder / "model" / "phase1_done.weights.h5").exists()
+    assert {"epoch_loss", "epoch_learning_rate"} <= scalar_tags(run_folder / "logs" / "train")
+    assert "epoch_loss" in scalar_tags(run_folder / "logs" / "validation")
 
 
-def test_small_cnn_learns_the_generated_shapes_from_scratch(tmp_path):
-    run_dir = write_run(tmp_path, per_class=20, size=32)
-    _, summary = training.train(run_dir, {**SMALL, "alpha": 1.0}, image_size=32, epochs=8, batch_size=8,
-                                learning_rate=0.003, monitor="val_accuracy", strategy="default")
-    assert summary["best_value"] > 0.6  # chance is 1/3
+def test_the_head_phase_trains_on_cached_features_while_fine_tuning_is_augmented(run_folder):
+    p = tiny_params(epochs=1, fine_tune_epochs=1, augmentation={"horizontal_flip": True, "rotate90": True})
+    head, tune = training.plan(p)
+    assert (head.cached, head.augmented, head.trainable_layers) == (True, False, 0)
+    assert (tune.cached, tune.augmented, tune.trainable_layers) == (False, True, -1)
+    _, summary = training.train(run_folder, p, strategy="default")
+    assert [(phase["cached"], phase["augmented"]) for phase in summary["phases"]] == [(True, False), (False, True)]
+    assert len(list((run_folder / "features").glob("*/train.npy"))) == 1
 
 
-def test_unknown_class_weight_or_monitor_fails_before_training(tmp_path):
-    run_dir = write_run(tmp_path, per_class=3)
-    with pytest.raises(TrainingError, match="unknown classes \\['mel'\\]"):
-        training.train(run_dir, SMALL, image_size=32, epochs=1, class_weight={"mel": 3}, strategy="default")
-    with pytest.raises(TrainingError, match="unknown metric 'val_top3_accuracy'.*val_top2_accuracy"):
-        training.train(run_dir, SMALL, image_size=32, epochs=1, monitor="val_top3_accuracy", strategy="default")
-    assert not (run_dir / "model" / "history.csv").exists()
+def test_plan_caches_a_single_phase_only_on_a_frozen_backbone_without_augmentation():
+    frozen = training.plan(tiny_params(model={"trainable_layers": 0}, epochs=3))
+    assert [(phase.name, phase.cached) for phase in frozen] == [("train", True)]
+    augmented = training.plan(tiny_params(model={"trainable_layers": 0}, augmentation={"vertical_flip": True}))
+    assert augmented[0].cached is False and augmented[0].augmented is True
+    assert training.plan(tiny_params(fine_tune_epochs=2), multi_worker=True)[0].cached is False
+    with pytest.raises(TrainingError, match="feature_cache: on needs a phase on a frozen backbone"):
+        training.plan(tiny_params(feature_cache="on"))
+
+
+def test_the_same_params_give_the_same_weights(make_run_folder):
+    p = tiny_params(epochs=1, fine_tune_epochs=1, sampling="balanced", augmentation={"horizontal_flip": True})
+    digests = [weights_digest(training.train(make_run_folder(f"run{index}"), p, strategy="default")[0])
+               for index in range(2)]
+    assert digests[0] == digests[1]
+    other_seed = params.from_dict({**p.to_dict(), "seed": 7})
+    assert weights_digest(training.train(make_run_folder("run2"), other_seed, strategy="default")[0]) != digests[0]
+
+
+def test_small_cnn_learns_the_synthetic_lesions_from_scratch(make_run_folder):
+    run_dir = make_run_folder(per_class=20, fractions=(0.6, 0.4, 0.0))
+    p = tiny_params(model={"alpha": 1.0}, epochs=8, learning_rate=0.003, monitor="val_balanced_accuracy")
+    _, summary = training.train(run_dir, p, strategy="default")
+    assert summary["best_value"] > 0.7  # chance is 1/3
+
+
+def test_unknown_class_weight_or_monitor_fails_before_training(run_folder):
+    with pytest.raises(TrainingError, match="unknown classes \\['bcc'\\]"):
+        training.train(run_folder, tiny_params(epochs=1, class_weight={"bcc": 3}), strategy="default")
+    with pytest.raises(TrainingError, match="train.monitor: unknown metric 'val_top3_accuracy'.*val_top2_accuracy"):
+        training.train(run_folder, tiny_params(epochs=1, monitor="val_top3_accuracy"), strategy="default")
+    assert not (run_folder / artifacts.HISTORY).exists()
+
+
+def test_balanced_accuracy_metric_matches_scikit_learn():
+    true = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 0])
+    predicted = np.array([0, 0, 1, 2, 1, 1, 2, 0, 0, 0])
+    metric = training.BalancedAccuracy(num_classes=4)  # class 3 never occurs: left out of the mean, as sklearn does
+    for start in (0, 4, 7):  # in batches, as fit() feeds it
+        stop = {0: 4, 4: 7, 7: 10}[start]
+        metric.update_state(np.eye(4)[true[start:stop]], np.eye(4)[predicted[start:stop]] * 0.9 + 0.025)
+    assert float(metric.result()) == pytest.approx(balanced_accuracy_score(true, predicted))
+    metric.reset_state()
+    assert float(metric.result()) == 0.0
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero_over_the_phase():
+    schedule = training.learning_rate_schedule("cosine", 0.01, epochs=5, warmup_epochs=1, steps_per_epoch=10)
+    rates = [float(schedule(step)) for step in (0, 5, 10, 30, 50)]
+    assert rates[0] == pytest.approx(0.0) and rates[1] == pytest.approx(0.005) and rates[2] == pytest.approx(0.01)
+    assert 0.0 < rates[3] < 0.01 and rates[4] == pytest.approx(0.0, abs=1e-9)
+    assert training.learning_rate_schedule("constant", 0.01, 5, 1, 10) == 0.01
+
+
+def test_mixed_precision_policy_survives_model_building(run_folder):
+    p = tiny_params(epochs=1, mixed_precision="mixed_bfloat16")
+    model = training.build(p, artifacts.class_names(run_folder), tf.distribute.get_strategy())
+    try:
+        assert keras.config.dtype_policy().name == "mixed_bfloat16"
+        assert model.get_layer("backbone").get_layer("conv0").dtype_policy.name == "mixed_bfloat16"
+        assert model.get_layer("predictions").dtype_policy.name == "float32"  # probabilities stay float32
+        exported = models.as_float32(model)
+        assert {layer.dtype_policy.name for layer in exported.get_layer("backbone").layers} == {"float32"}
+        np.testing.assert_allclose(exported.predict(np.ones((2, 32, 32, 3)) * 100, verbose=0),
+                                   model.predict(np.ones((2, 32, 32, 3)) * 100, verbose=0), atol=2e-2)
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+def test_auto_precision_uses_bfloat16_on_a_cpu_only_where_it_was_measured_faster(monkeypatch):
+    monkeypatch.setattr(training, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    assert training.resolve_precision("auto", "vgg19") == "mixed_bfloat16"
+    assert training.resolve_precision("auto", "mobilenet") == "float32"
+    monkeypatch.setattr(training, "cpu_flags", lambda: {"avx2"})
+    assert training.resolve_precision("auto", "vgg19") == "float32"
+    assert training.resolve_precision("off", "vgg19") == "float32"
 
 
 def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -123,7 +212,7 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path,
                       if isinstance(callback, keras.callbacks.ModelCheckpoint))
     checkpoint.set_model(model)
     checkpoint.on_epoch_end(0, {"val_loss": 1.0})
-    best = tmp_path / "model" / "best.keras"
+    best = tmp_path / artifacts.MODEL
     first = best.read_bytes()
 
     def full_disk(path, **options):
@@ -143,60 +232,58 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path,
     assert best.read_bytes() == first
 
 
-def test_feature_cache_training_matches_ordinary_training(tmp_path):
+def test_feature_cache_training_matches_ordinary_training(run_folder, tmp_path):
     """Same seed, same initial head, same batch order: the head trained on cached features must follow
     the same trajectory as the full model with a frozen backbone. Dropout is 0 because its random
     masks come from different generators in the two models; everything else is deterministic."""
-    source = write_run(tmp_path / "source", per_class=10)
     keras.utils.set_random_seed(0)  # the backbone below must not depend on what ran before in this process
     pretrained = models.build_model("small_cnn", num_classes=3, image_size=32, alpha=0.5)
     training.compile_model(pretrained, learning_rate=0.001)
-    manifest = pd.read_csv(source / "data" / "manifest.csv")
-    images = np.stack([keras.utils.img_to_array(keras.utils.load_img(source / path)) for path in manifest["path"]])
+    manifest = artifacts.read_manifest(run_folder)
+    from lib import inputs
+
+    images = inputs.load_processed(manifest["abs_path"]).astype("float32")
     targets = keras.utils.to_categorical(manifest["label"].astype("category").cat.codes, 3)
     pretrained.fit(images, targets, epochs=3, batch_size=8, verbose=0)  # a backbone whose features differ
     weights = tmp_path / "backbone.weights.h5"
     pretrained.get_layer("backbone").save_weights(weights)
 
-    options = {**SMALL, "weights": str(weights), "trainable_layers": 0, "head": "dense", "dense_units": [16]}
     results = {}
     for mode in ("off", "on"):
-        run_dir = shutil.copytree(source, tmp_path / mode)
-        _, summary = training.train(run_dir, options, image_size=32, epochs=3, batch_size=4,
-                                    learning_rate=0.01, feature_cache=mode, strategy="default")
-        results[mode] = (summary, pd.read_csv(run_dir / "model" / "history.csv"),
-                         keras.models.load_model(run_dir / "model" / "best.keras").predict(images, verbose=0))
+        run_dir = shutil.copytree(run_folder, tmp_path / mode)
+        p = tiny_params(model={"weights": str(weights), "trainable_layers": 0, "head": "dense", "dense_units": [16]},
+                        epochs=3, batch_size=4, learning_rate=0.01, feature_cache=mode)
+        _, summary = training.train(run_dir, p, strategy="default")
+        results[mode] = (summary, pd.read_csv(run_dir / artifacts.HISTORY),
+                         keras.models.load_model(run_dir / artifacts.MODEL).predict(images, verbose=0))
     (plain, plain_history, plain_predictions), (cached, cached_history, cached_predictions) = results["off"], results["on"]
     assert plain["feature_cache"] is False and cached["feature_cache"] is True
-    assert list((tmp_path / "on" / "features").glob("*/train.npy"))
     assert plain_history["loss"].iloc[-1] < plain_history["loss"].iloc[0] - 0.01  # the head did learn
     np.testing.assert_allclose(cached_history[["loss", "val_loss"]], plain_history[["loss", "val_loss"]], atol=1e-3)
     assert cached["best_epoch"] == plain["best_epoch"]
     np.testing.assert_allclose(cached_predictions, plain_predictions, atol=1e-3)
 
 
-def test_killed_run_resumes_at_its_next_epoch_and_finishes_all_epochs(tmp_path):
-    run_dir = write_run(tmp_path, per_class=4)
-    job = {"run_dir": str(run_dir), "model_options": SMALL,
-           "train": {"image_size": 32, "epochs": 4, "batch_size": 8, "seed": 1}}
-    killed = run_script(job, env={"KILL_AFTER_EPOCH": "2"}, check=False)
+@pytest.mark.slow
+def test_killed_run_resumes_at_its_next_epoch_and_finishes_all_epochs(run_folder):
+    job = job_for(run_folder, epochs=2, fine_tune_epochs=2)
+    killed = run_script(job, env={"KILL_AFTER_EPOCH": "3"}, check=False)
     assert killed.returncode == -9
-    assert list(pd.read_csv(run_dir / "model" / "history.csv")["epoch"]) == [0, 1]
-    assert (run_dir / "model" / "backup").is_dir()
+    assert list(pd.read_csv(run_folder / artifacts.HISTORY)["epoch"]) == [0, 1, 2]
+    assert (run_folder / "model" / "backup" / "phase2").is_dir()
 
     resumed = run_script(job)
-    assert "Epoch 3/4" in resumed.stdout and "Epoch 1/4" not in resumed.stdout
-    assert list(pd.read_csv(run_dir / "model" / "history.csv")["epoch"]) == [0, 1, 2, 3]
-    assert summary_of(resumed)["epochs_run"] == 4
+    assert "Epoch 4/4" in resumed.stdout and "Epoch 3/4" not in resumed.stdout
+    assert list(pd.read_csv(run_folder / artifacts.HISTORY)["epoch"]) == [0, 1, 2, 3]
+    assert summary_from(resumed.stdout)["epochs_run"] == 4
 
 
-def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
-    run_dir = write_run(tmp_path, per_class=6)
-    job = {"run_dir": str(run_dir), "model_options": SMALL,
-           "train": {"image_size": 32, "epochs": 1, "batch_size": 2, "strategy": "mirrored"}}
-    summary = summary_of(run_script(job, env={"LOGICAL_CPUS": "2"}))
+@pytest.mark.slow
+def test_mirrored_strategy_trains_on_two_logical_cpus(run_folder):
+    job = job_for(run_folder, strategy="mirrored", epochs=1, batch_size=2)
+    summary = summary_from(run_script(job, env={"LOGICAL_CPUS": "2"}).stdout)
     assert summary["replicas"] == 2 and "MirroredStrategy" in summary["device"]
-    assert (run_dir / "model" / "best.keras").is_file()
+    assert (run_folder / artifacts.MODEL).is_file()
 
 
 def free_port():
@@ -211,12 +298,12 @@ def test_multi_worker_strategy_without_a_cluster_says_how_to_describe_one(monkey
         training.make_strategy("multi_worker")
 
 
-def test_multi_worker_strategy_trains_with_two_local_workers_that_stay_in_sync(tmp_path):
+@pytest.mark.slow
+def test_multi_worker_strategy_trains_with_two_local_workers_that_stay_in_sync(make_run_folder):
     """Two worker processes on 127.0.0.1 (TF_CONFIG) train one run: the gradients are all-reduced, so both
     end with identical weights; only the chief (worker 0) writes the run's products."""
-    run_dir = write_run(tmp_path, per_class=8)
-    job = {"run_dir": str(run_dir), "model_options": SMALL,
-           "train": {"image_size": 32, "epochs": 2, "batch_size": 4, "strategy": "multi_worker"}}
+    run_folder = make_run_folder(fractions=(0.5, 0.5, 0.0))  # a global batch of 8 in train and in validation
+    job = job_for(run_folder, strategy="multi_worker", epochs=2, batch_size=4)
     workers = [f"127.0.0.1:{free_port()}" for _ in range(2)]
     processes = [subprocess.Popen(
         [sys.executable, "-c", SCRIPT, json.dumps(job)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -231,8 +318,8 @@ def test_multi_worker_strategy_trains_with_two_local_workers_that_stay_in_sync(t
     assert [process.returncode for process in processes] == [0, 0], outputs[0][1][-3000:] + outputs[1][1][-3000:]
     chief, other = (summary_from(stdout) for stdout, _ in outputs)
     assert chief["strategy"] == other["strategy"] == "multi_worker" and chief["replicas"] == 2
-    assert chief["epochs_run"] == 2 and chief == json.loads((run_dir / "training.json").read_text())
+    assert chief["epochs_run"] == 2 and chief == json.loads((run_folder / artifacts.TRAINING).read_text())
     weights = [stdout.split("WEIGHTS ", 1)[1].split()[0] for stdout, _ in outputs]
     assert weights[0] == weights[1], "the workers' weights diverged: gradients were not all-reduced"
-    assert keras.models.load_model(run_dir / "model" / "best.keras").output_shape == (None, 3)
-    assert list(pd.read_csv(run_dir / "model" / "history.csv")["epoch"]) == [0, 1]
+    assert keras.models.load_model(run_folder / artifacts.MODEL).output_shape == (None, 3)
+    assert list(pd.read_csv(run_folder / artifacts.HISTORY)["epoch"]) == [0, 1]

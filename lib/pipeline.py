@@ -33,9 +33,7 @@ PROVENANCE_PACKAGES = ("tensorflow", "keras", "tensorflowjs", "numpy", "opencv-p
 def run(params_file, overrides=(), name=None, resume=False, outputs_dir=paths.OUTPUTS_DIR,
         kernel_name="python3", log_output=False, notebooks_dir=paths.NOTEBOOKS_DIR):
     """Run every notebook on `params_file` into `<outputs_dir>/<name>/`; return the run folder."""
-    params = params_lib.load(params_file, overrides)
-    if name:
-        params = params_lib.from_dict({**params.to_dict(), "name": name}, origin=f"--name {name}")
+    params = params_lib.load(params_file, overrides, name=name)
     run_dir = Path(outputs_dir) / params.name
     create_run(run_dir, params, params_file, resume=resume, command=sys.argv)
     finished = read_progress(run_dir)

@@ -17,9 +17,11 @@ How values are read (PyYAML speaks YAML 1.1, whose surprises are switched off he
 import dataclasses
 import difflib
 import math
+import os
 import re
 import reprlib
 import typing
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,7 +149,7 @@ class ExportParams:
 
 @dataclass
 class Params:
-    name: str
+    name: str  # the run folder under outputs/: any folder name, spaces and any script included
     seed: int = field(default=42, metadata=bounded(0, 2**32 - 1))  # numpy's seeds are 32-bit unsigned
     data: DataParams = field(default_factory=DataParams)
     model: ModelParams = field(default_factory=ModelParams)
@@ -162,6 +164,7 @@ class Params:
 MAX_FILE_BYTES = 100_000  # the recipes are 1-3 KB: a larger file is the wrong file, or an attack
 MAX_DEPTH = 10  # the deepest value, train.class_weight.<class>, is 3 levels down; composing YAML recurses
 SHOWN_CHARACTERS = 80  # of a bad value quoted in a message
+FALLBACK_NAME_MAX = 255  # bytes, the usual limit, when the file system cannot be asked (no os.pathconf)
 
 BOOL_TAG, FLOAT_TAG = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
 # YAML 1.2's booleans: YAML 1.1 also reads on/off/yes/no as booleans, so the choice `off` arrived as False.
@@ -246,10 +249,10 @@ def _within(key, set_key):
     return key == set_key or key.startswith(f"{set_key}.") or key.startswith(f"{set_key}[")
 
 
-def load(path, overrides=(), name=None):
+def load(path, overrides=(), name=None, outputs_dir=None):
     """Read a params YAML file, apply `overrides` ("dotted.key=value", value parsed as YAML) and `name`
-    (the --name option) and return validated `Params`. Raises ParamsError, one line, naming the key and
-    where its value came from."""
+    (the --name option) and return validated `Params`. With `outputs_dir`, the name must also fit the file
+    system there. Raises ParamsError, one line, naming the key and where its value came from."""
     path = Path(path)
     raw = _parse_yaml(_read_params_file(path), where=str(path)) or {}
     if not isinstance(raw, dict):
@@ -260,7 +263,7 @@ def load(path, overrides=(), name=None):
     if name is not None:
         raw["name"] = name
         origin = origin.setting("name", "--name")  # the message quotes the value
-    return from_dict(raw, origin)
+    return from_dict(raw, origin, outputs_dir)
 
 
 def load_run(run_dir):
@@ -337,13 +340,15 @@ def _yaml_problem(error):
     return _cut(" ".join(str(error).split()), 160)
 
 
-def from_dict(raw, origin="<dict>"):
-    """Validated `Params` from a nested dict; `origin` (an Origin or a file name) is named in messages."""
+def from_dict(raw, origin="<dict>", outputs_dir=None):
+    """Validated `Params` from a nested dict; `origin` (an Origin or a file name) is named in messages.
+    With `outputs_dir`, the run name must also fit the file system there."""
     origin = origin if isinstance(origin, Origin) else Origin(str(origin))
     if "name" not in raw:
         raise ParamsError(f"missing parameter 'name' in {origin}: every run needs a name (its folder under outputs/)")
     params = _build(Params, raw, prefix="", origin=origin)
     _check_recipe(params, origin)
+    check_run_name(params.name, origin, outputs_dir)
     return params
 
 
@@ -508,9 +513,57 @@ def _check_recipe(params, origin):
             and params.train.class_weight != "balanced":
         raise ParamsError(f"parameter 'train.class_weight' {origin.of('train.class_weight')} must be null, "
                           f"balanced or a mapping of class name to weight; got {_show(params.train.class_weight)}")
-    if not isinstance(params.name, str) or not params.name or "/" in params.name or params.name.startswith("."):
-        raise ParamsError(f"parameter 'name' {origin.of('name')} must be a folder name (no '/'); "
-                          f"got {_show(params.name)}")
+
+
+def check_run_name(name, origin, outputs_dir=None):
+    """Refuse (ParamsError) a run name that cannot be a folder of its own under `outputs_dir`: empty,
+    '.' or '..', hidden, with a path separator or a control character, or longer (in UTF-8 bytes) than the
+    file system holding `outputs_dir` allows. Spaces and any script are fine."""
+    problem = _name_problem(name)
+    if problem:
+        raise ParamsError(f"parameter 'name' {origin.of('name')} must be usable as a folder name, but it {problem}; "
+                          f"got {_show(name)}")
+    if outputs_dir is None:
+        return
+    size, limit = len(name.encode("utf-8")), name_max(outputs_dir)
+    if size > limit:
+        raise ParamsError(f"parameter 'name' {origin.of('name')} is {size} bytes long in UTF-8, and the file "
+                          f"system of {outputs_dir} takes folder names of at most {limit}: shorten it; "
+                          f"got {_show(name)}")
+
+
+def _name_problem(name):
+    """Why `name` cannot name a run folder (the end of a sentence starting "it"), or None."""
+    if not name.strip():
+        return "is blank"
+    if name in (".", ".."):
+        return f"is {name!r}, an existing folder, not a new one"
+    if name.startswith("."):
+        return "starts with '.', which would hide the run folder"
+    for character in name:
+        if character in ("/", "\\"):  # '\\' separates folders on Windows, where run folders may be copied
+            return f"contains the path separator {character!r}"
+        category = unicodedata.category(character)
+        if category == "Cs":  # a byte that was not UTF-8, smuggled through as a lone surrogate
+            return "is not valid text: it holds a byte that is not UTF-8"
+        if category == "Cc":  # NUL, newline, tab, ESC (which starts terminal control sequences), ...
+            return f"contains the control character {character!r}"
+        if category in ("Zl", "Zp"):
+            return f"contains the line break {character!r}"
+    return None
+
+
+def name_max(folder):
+    """The longest file name, in bytes, accepted by the file system holding `folder` (or, when it does not
+    exist yet, its nearest existing parent)."""
+    folder = Path(folder).absolute()
+    while not _exists(folder) and folder != folder.parent:
+        folder = folder.parent
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # no os.pathconf (Windows), or the system will not say
+        return FALLBACK_NAME_MAX
+    return limit if limit > 0 else FALLBACK_NAME_MAX
 
 
 def _show(value):
@@ -540,6 +593,13 @@ def _is_file(path):
 def _is_dir(path):
     try:
         return _resolve(path).is_dir()
+    except (OSError, ValueError):
+        return False
+
+
+def _exists(path):
+    try:
+        return path.exists()
     except (OSError, ValueError):
         return False
 

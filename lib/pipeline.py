@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -33,7 +34,7 @@ PROVENANCE_PACKAGES = ("tensorflow", "keras", "tensorflowjs", "numpy", "opencv-p
 def run(params_file, overrides=(), name=None, resume=False, outputs_dir=paths.OUTPUTS_DIR,
         kernel_name="python3", log_output=False, notebooks_dir=paths.NOTEBOOKS_DIR):
     """Run every notebook on `params_file` into `<outputs_dir>/<name>/`; return the run folder."""
-    params = params_lib.load(params_file, overrides, name=name)
+    params = params_lib.load(params_file, overrides, name=name, outputs_dir=outputs_dir)
     run_dir = Path(outputs_dir) / params.name
     create_run(run_dir, params, params_file, resume=resume, command=sys.argv)
     finished = read_progress(run_dir)
@@ -66,12 +67,16 @@ def create_run(run_dir, params, params_file, resume=False, command=()):
             raise RunError(f"cannot resume {run_dir} with different parameters ({', '.join(changed)}); "
                            f"start a new run with --name NEW_NAME")
         return run_dir
-    (run_dir / "notebooks").mkdir(parents=True)
+    try:
+        (run_dir / "notebooks").mkdir(parents=True)
+    except OSError as error:  # a read-only disk, no permission, --outputs naming a file
+        raise RunError(f"cannot create run folder {run_dir}: {error.strerror or error}; choose another "
+                       f"--outputs folder") from None
     params_lib.save(params, saved_params)
     provenance = {
         "run": params.name,
         "params_file": str(params_file),
-        "command": " ".join(command),
+        "command": shlex.join(command),  # quoted: a name with spaces stays one argument
         "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "git": _git_state(),
         "python": platform.python_version(),
@@ -128,7 +133,7 @@ def run_notebook(run_dir, notebook, kernel_name="python3", log_output=False, not
         raise RunError(f"notebook {notebook} failed in cell In [{error.exec_count}] "
                        f"(`{first_line[0] if first_line else ''}`): {error.ename}: {error.evalue}\nThe executed notebook, with the error, is {executed}\n"
                        f"Fix the cause, then continue with: python -m lib run <params> --name "
-                       f"{run_dir.name} --resume") from None
+                       f"{shlex.quote(run_dir.name)} --resume") from None
     seconds = time.monotonic() - started
     _record_progress(run_dir, notebook, seconds)
     return seconds

@@ -3,6 +3,7 @@ from (the file or the -p option), in one short line, however hostile the file.""
 
 import json
 import logging
+import os
 import resource
 import subprocess
 import sys
@@ -292,3 +293,19 @@ def test_an_unreadable_params_file_is_one_line_from_the_command_line(tmp_path, m
         papermill_log.setLevel(level)  # main() quiets papermill for the whole process: later tests read its log
     assert capsys.readouterr().err == f"error: cannot read params file {tmp_path / 'run.yaml'}: Permission denied\n"
 
+
+def test_a_run_name_too_long_for_the_file_system_is_one_line_before_anything_starts(tmp_path):
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    name = "é" * (limit // 2 + 1)  # fewer characters than the limit, but 2 bytes each in UTF-8
+    command = [sys.executable, "-m", "lib", "run", str(write(tmp_path, "name: x\n")), "--outputs",
+               str(tmp_path / "out"), "--name", name]
+    result = subprocess.run(command, cwd=paths.PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+    assert_one_error_line(result.returncode, result.stderr, "'name' from --name",
+                          f"{len(name.encode())} bytes", f"at most {limit}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_name_too_long_in_the_file_fails_the_check_command(tmp_path):
+    limit = params.name_max(paths.OUTPUTS_DIR)
+    returncode, stderr, _ = check_from_the_command_line(write(tmp_path, f"name: {'a' * (limit + 1)}\n"))
+    assert_one_error_line(returncode, stderr, f"'name' in {tmp_path / 'run.yaml'}", f"at most {limit}")

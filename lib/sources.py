@@ -12,7 +12,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 import tempfile
@@ -40,6 +39,7 @@ LONG_NAMES = {
     "malignant": "malignant (skin cancer or pre-cancer)",
 }
 LABEL_MODES = ("dx", "binary")
+GENERATED_MARKER = ".complete"  # written last into a generated dataset: its presence means complete
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +111,7 @@ def fetch_generated(request):
     target = paths.data_cache_dir(request.cache_dir) / "raw" / f"generated-{dataset}-{digest}"
     classes = synthetic.LESION_STYLES if known.layout == "ham10000" else synthetic.BINARY_STYLES
     expected_files = request.generated_images_per_class * len(classes)
-    if (target / ".complete").exists() and count_files(target) == expected_files:
+    if (target / GENERATED_MARKER).exists() and count_files(target) == expected_files:
         log.info("reusing generated dataset %s", target)
         return target
     if target.exists():
@@ -124,8 +124,8 @@ def fetch_generated(request):
             else synthetic.write_synthetic_class_folders
         writer(staging, images_per_class=request.generated_images_per_class,
                image_width=request.generated_image_size, seed=request.seed)
-        (staging / ".complete").write_text(json.dumps(settings))
-        _publish(staging, target)
+        (staging / GENERATED_MARKER).write_text(json.dumps(settings))
+        kaggle.publish_folder(staging, target, GENERATED_MARKER)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("generated %s", target)
@@ -363,16 +363,6 @@ def _link_problem(path, boundary):
 
 def _short_hash(text):
     return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-
-def _publish(staging, target):
-    """Rename the finished `staging` folder to `target`; a concurrent writer may have won the race
-    with an equally finished copy (its marker file is then present)."""
-    try:
-        os.rename(staging, target)
-    except OSError:
-        if not (target / ".complete").exists():
-            raise
 
 
 def verify_dataset(raw_dir, expected_counts=None):

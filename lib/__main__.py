@@ -72,7 +72,7 @@ def check_command(args):
     from lib import params
 
     for path in args.params_files:
-        loaded = params.load(path, args.param)
+        loaded = params.load(path, args.param, outputs_dir=paths.OUTPUTS_DIR)
         print(f"{path}: ok (run name {loaded.name!r})")
     return 0
 

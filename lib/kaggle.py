@@ -159,7 +159,7 @@ def download_dataset(slug, raw_root, verify):
             extract_zip_safely(archive, staging / "extracted")
         counts = verify(staging / "extracted")
         (staging / "extracted" / VERIFIED_MARKER).write_text(json.dumps({"slug": slug, "counts": counts}))
-        _publish(staging / "extracted", target)
+        publish_folder(staging / "extracted", target, VERIFIED_MARKER)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
@@ -240,11 +240,13 @@ def extract_zip_safely(archive, target):
                 shutil.copyfileobj(source, sink)
 
 
-def _publish(staging, target):
-    """Rename the finished `staging` folder to `target`; a concurrent download may have won the race
-    with an equally verified copy (its marker file is then present)."""
+def publish_folder(staging, target, marker):
+    """Rename the finished `staging` folder to `target` (atomic: no half-written folder is ever at
+    `target`). A concurrent writer may have won the race with an equally finished copy, recognised by
+    its `marker` file (written last, before publishing): that copy is kept. Any other failure raises.
+    Shared by the Kaggle download and the generated source (lib.sources)."""
     try:
         os.rename(staging, target)
     except OSError:
-        if not (target / VERIFIED_MARKER).exists():
+        if not (Path(target) / marker).exists():
             raise

@@ -2,12 +2,26 @@
 
 One YAML file in `params/` describes a run and sets only what differs from the defaults below.
 Every key is checked before any notebook starts: an unknown key, a wrong type or an impossible value
-raises `ParamsError` naming the key, the file and what is allowed.
+raises `ParamsError` naming the key, where the value came from (the file, or the `-p` / `--name` option
+that set it) and what is allowed. A message quotes at most SHOWN_CHARACTERS of a bad value.
+
+How values are read (PyYAML speaks YAML 1.1, whose surprises are switched off here):
+- only true/false are booleans, so the choices `on`, `off`, `yes`, `no` can be written plainly
+  (`export.browser_parity: off`); true/false keys still take yes/no/on/off;
+- numbers as Python writes them are numbers: `1e-4`, `1E+5`, `.5`, `5.`, `1_000`; an integer key takes
+  an exactly integral value (`1e3`, `2.0`), not `1.5`; NaN and infinity (`.nan`, `.inf`, `1e999`) are refused;
+- anchors and aliases (`&x`, `*x`) are refused (nested aliases expand exponentially: "billion laughs"),
+  and so are files over MAX_FILE_BYTES, nesting deeper than MAX_DEPTH and files that are not UTF-8.
 """
 
 import dataclasses
 import difflib
+import math
+import os
+import re
+import reprlib
 import typing
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,8 +167,8 @@ class ExportParams:
 
 @dataclass
 class Params:
-    name: str
-    seed: int = 42
+    name: str  # the run folder under outputs/: any folder name, spaces and any script included
+    seed: int = field(default=42, metadata=bounded(0, 2**32 - 1))  # numpy's seeds are 32-bit unsigned
     data: DataParams = field(default_factory=DataParams)
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
@@ -165,21 +179,109 @@ class Params:
         return dataclasses.asdict(self)
 
 
-def load(path, overrides=()):
-    """Read a params YAML file, apply `overrides` ("dotted.key=value", value parsed as YAML) and
-    return validated `Params`. Raises ParamsError naming the key and the file."""
+MAX_FILE_BYTES = 100_000  # the recipes are 1-3 KB: a larger file is the wrong file, or an attack
+MAX_DEPTH = 10  # the deepest value, train.class_weight.<class>, is 3 levels down; composing YAML recurses
+SHOWN_CHARACTERS = 80  # of a bad value quoted in a message
+FALLBACK_NAME_MAX = 255  # bytes, the usual limit, when the file system cannot be asked (no os.pathconf)
+
+BOOL_TAG, FLOAT_TAG = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
+# YAML 1.2's booleans: YAML 1.1 also reads on/off/yes/no as booleans, so the choice `off` arrived as False.
+YAML12_BOOLEAN = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+# The spellings YAML 1.1 read as booleans besides true/false; true/false keys still accept them.
+YAML11_BOOLEANS = {spelling: meaning for word, meaning in (("yes", True), ("on", True), ("no", False), ("off", False))
+                   for spelling in (word, word.capitalize(), word.upper())}
+# Floats PyYAML leaves as strings, as Python and YAML 1.2 write them: an exponent without a dot or without a
+# sign (1e-4, 1E5, 1.5e3), with '_' between digits as Python allows (1_000.5).
+_DIGITS = r"[0-9](?:_?[0-9])*"
+MORE_FLOATS = re.compile(rf"^[-+]?(?:{_DIGITS}(?:\.(?:{_DIGITS})?)?|\.{_DIGITS})[eE][-+]?{_DIGITS}$")
+NUMBER_STARTS = list("-+0123456789.")
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, bounded, reading booleans and numbers as the module docstring says."""
+
+    yaml_implicit_resolvers = {first: [(tag, pattern) for tag, pattern in resolvers if tag != BOOL_TAG]
+                               for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        # Refused before anything is built: nested aliases expand to billions of values ("billion laughs").
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise yaml.composer.ComposerError(None, None, "anchors and aliases (&name, *name) are not allowed in "
+                                              "params: write each value out", event.start_mark)
+        if self.depth >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"values nest more than {MAX_DEPTH} levels deep",
+                                              event.start_mark)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+_Loader.add_implicit_resolver(BOOL_TAG, YAML12_BOOLEAN, list("tTfF"))
+_Loader.add_implicit_resolver(FLOAT_TAG, MORE_FLOATS, NUMBER_STARTS)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes what both _Loader and plain yaml.safe_load (lib.report) read back unchanged: a string either
+    would take for a number or a boolean is quoted ('1e5', 'off'), and no alias is ever written."""
+
+    def ignore_aliases(self, data):
+        return True
+
+
+_Dumper.add_implicit_resolver(FLOAT_TAG, MORE_FLOATS, NUMBER_STARTS)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where parameter values come from: a params file, then the command-line options applied on top of it,
+    in order, as (dotted key, option as typed) pairs, e.g. ("train.epochs", "-p train.epochs=1")."""
+
+    file: str
+    options: tuple = ()
+
+    def setting(self, key, option):
+        """This origin with `option` setting `key` last."""
+        return Origin(self.file, self.options + ((key, option),))
+
+    def of(self, *keys):
+        """Where the values of `keys` were set: "in FILE", or "from -p KEY=VALUE (over FILE)"."""
+        setters = []
+        for key in keys:
+            setter = next((option for set_key, option in reversed(self.options) if _within(key, set_key)), None)
+            if setter is not None and setter not in setters:
+                setters.append(setter)
+        if not setters:
+            return f"in {self.file}"
+        return f"from {', '.join(_cut(setter) for setter in setters)} (over {self.file})"
+
+    def __str__(self):
+        return self.file
+
+
+def _within(key, set_key):
+    """Whether `key` is `set_key` or lies inside it ("train.epochs" within "train")."""
+    return key == set_key or key.startswith(f"{set_key}.") or key.startswith(f"{set_key}[")
+
+
+def load(path, overrides=(), name=None, outputs_dir=None):
+    """Read a params YAML file, apply `overrides` ("dotted.key=value", value parsed as YAML) and `name`
+    (the --name option) and return validated `Params`. With `outputs_dir`, the name must also fit the file
+    system there. Raises ParamsError, one line, naming the key and where its value came from."""
     path = Path(path)
-    if not path.is_file():
-        raise ParamsError(f"params file not found: {path}; the recipes are in params/, e.g. params/demo.yaml")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ParamsError(f"{path} is not valid YAML: {error}") from None
+    raw = _parse_yaml(_read_params_file(path), where=str(path)) or {}
     if not isinstance(raw, dict):
         raise ParamsError(f"{path} must hold a mapping of parameters, not {type(raw).__name__}")
+    origin = Origin(str(path))
     for override in overrides:
-        apply_override(raw, override, origin=path)
-    return from_dict(raw, origin=path)
+        origin = origin.setting(apply_override(raw, override, origin), f"-p {override}")
+    if name is not None:
+        raw["name"] = name
+        origin = origin.setting("name", "--name")  # the message quotes the value
+    return from_dict(raw, origin, outputs_dir)
 
 
 def load_run(run_dir):
@@ -192,45 +294,95 @@ def load_run(run_dir):
 
 
 def save(params, path):
-    Path(path).write_text(yaml.safe_dump(params.to_dict(), sort_keys=False))
+    Path(path).write_text(yaml.dump(params.to_dict(), Dumper=_Dumper, sort_keys=False), encoding="utf-8")
 
 
 def apply_override(raw, override, origin):
-    """Set "a.b.c=value" in the nested dict `raw`; the value is parsed as YAML (`1`, `null`, `[1, 2]`)."""
+    """Set "a.b.c=value" in the nested dict `raw`; the value is parsed as YAML (`1`, `null`, `[1, 2]`).
+    Returns the dotted key."""
     key, sep, text = override.partition("=")
+    key = key.strip()
     if not sep or not key:
-        raise ParamsError(f"override {override!r} must look like dotted.key=value, e.g. train.epochs=1")
-    parts = key.strip().split(".")
+        raise ParamsError(f"override {_show(override)} must look like dotted.key=value, e.g. train.epochs=1")
+    where = f"the value of -p {_cut(override)} (over {origin})"
+    if len(text) > MAX_FILE_BYTES:
+        raise ParamsError(f"{where} is longer than {MAX_FILE_BYTES} characters; put large values in the file")
+    parts = key.split(".")
     node = raw
     for part in parts[:-1]:
         if not isinstance(node.get(part), dict):
             node[part] = {}
         node = node[part]
+    node[parts[-1]] = _parse_yaml(text, where)
+    return key
+
+
+def _read_params_file(path):
+    """The text of the params file at `path`; ParamsError, one line, when it cannot be one."""
     try:
-        node[parts[-1]] = yaml.safe_load(text)
+        if path.is_dir():
+            raise ParamsError(f"{path} is a folder, not a params file; give a YAML file such as params/demo.yaml")
+        if not path.exists():
+            raise ParamsError(f"params file not found: {path}; the recipes are in params/, e.g. params/demo.yaml")
+        if not path.is_file():  # a pipe or a device could block or never end
+            raise ParamsError(f"{path} is not a regular file; give a YAML file such as params/demo.yaml")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as error:
+        raise ParamsError(f"cannot read params file {path}: {error.strerror or error}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ParamsError(f"{path} is larger than {MAX_FILE_BYTES} bytes, and a params file is a few KB: "
+                          f"is it the right file?")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ParamsError(f"{path} is not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}); "
+                          f"save it as UTF-8") from None
+
+
+def _parse_yaml(text, where):
+    """The value of the YAML `text`, read by the bounded loader; ParamsError naming `where` otherwise."""
+    try:
+        return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as error:
-        raise ParamsError(f"override {override!r} (applied to {origin}): value is not valid YAML: {error}") from None
+        raise ParamsError(f"{where} is not valid YAML: {_yaml_problem(error)}") from None
+    except ValueError as error:  # from a constructor: a date such as 2001-13-45, an integer of 5,000 digits
+        raise ParamsError(f"{where} is not valid YAML: {_cut(str(error), 160)}") from None
 
 
-def from_dict(raw, origin="<dict>"):
+def _yaml_problem(error):
+    """PyYAML's message (several lines, with a snippet) in one line: what is wrong, and where."""
+    mark, problem = getattr(error, "problem_mark", None), getattr(error, "problem", None)
+    if problem and mark is not None:
+        return f"{_cut(problem, 160)} (line {mark.line + 1}, column {mark.column + 1})"
+    return _cut(" ".join(str(error).split()), 160)
+
+
+def from_dict(raw, origin="<dict>", outputs_dir=None):
+    """Validated `Params` from a nested dict; `origin` (an Origin or a file name) is named in messages.
+    With `outputs_dir`, the run name must also fit the file system there."""
+    origin = origin if isinstance(origin, Origin) else Origin(str(origin))
     if "name" not in raw:
         raise ParamsError(f"missing parameter 'name' in {origin}: every run needs a name (its folder under outputs/)")
     params = _build(Params, raw, prefix="", origin=origin)
     _check_recipe(params, origin)
+    check_run_name(params.name, origin, outputs_dir)
     return params
 
 
 def _build(cls, raw, prefix, origin):
     if not isinstance(raw, dict):
-        raise ParamsError(f"parameter '{prefix.rstrip('.')}' in {origin} must be a mapping of "
-                          f"{', '.join(f.name for f in dataclasses.fields(cls))}; got {raw!r}")
+        section = prefix.rstrip(".")
+        raise ParamsError(f"parameter '{section}' {origin.of(section)} must be a mapping of "
+                          f"{', '.join(f.name for f in dataclasses.fields(cls))}; got {_show(raw)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in raw:
         if key not in fields:
             close = difflib.get_close_matches(str(key), fields, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ParamsError(f"unknown parameter '{prefix}{key}' in {origin}{hint}; known: {', '.join(fields)}")
+            unknown = f"{prefix}{_cut(str(key))}"
+            raise ParamsError(f"unknown parameter '{unknown}' {origin.of(unknown)}{hint}; known: {', '.join(fields)}")
     values = {}
     for name, spec in fields.items():
         if name in raw:
@@ -240,7 +392,7 @@ def _build(cls, raw, prefix, origin):
 
 def _convert(value, hint, key, metadata, origin):
     def fail(expected):
-        raise ParamsError(f"parameter '{key}' in {origin} must be {expected}; got {value!r}")
+        raise ParamsError(f"parameter '{key}' {origin.of(key)} must be {expected}; got {_show(value)}")
 
     origin_type = typing.get_origin(hint)
     if origin_type is typing.Union:
@@ -249,16 +401,21 @@ def _convert(value, hint, key, metadata, origin):
             if type(None) in options:
                 return None
             fail(_describe(hint))
+        errors = []
         for option in options:
             if option is type(None):
                 continue
             try:
                 return _convert(value, option, key, metadata, origin)
-            except ParamsError:
-                continue
+            except ParamsError as error:
+                errors.append((option, error))
+        # a mapping or list failed inside: say where (train.class_weight.mel), not just "str or mapping"
+        inside = [error for option, error in errors if _is_container_for(option, value)]
+        if inside:
+            raise inside[0]
         fail(_describe(hint))
     if dataclasses.is_dataclass(hint):
-        return _build(hint, {} if value is True else value, f"{key}.", origin)
+        return _build(hint, {} if _as_bool(value) is True else value, f"{key}.", origin)
     if origin_type is list:
         (item_type,) = typing.get_args(hint)
         if not isinstance(value, list):
@@ -268,32 +425,73 @@ def _convert(value, hint, key, metadata, origin):
         key_type, item_type = typing.get_args(hint)
         if not isinstance(value, dict):
             fail("a mapping")
-        return {str(k): _convert(v, item_type, f"{key}.{k}", {}, origin) for k, v in value.items()}
+        return {str(k): _convert(v, item_type, f"{key}.{_cut(str(k))}", {}, origin) for k, v in value.items()}
     if hint is bool:
-        if not isinstance(value, bool):
+        converted = _as_bool(value)
+        if converted is None:
             fail("true or false")
     elif hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        converted = _as_int(value)
+        if converted is None:
             fail("an integer")
     elif hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            fail("a number")
-        value = float(value)
+            fail("a number, such as 0.001 or 1e-3")
+        converted = _as_finite_float(value)
+        if converted is None:
+            fail("a finite number, not NaN or infinity (.nan, .inf, 1e999)")
     elif hint is str:
         if not isinstance(value, str):
             fail("a string")
-    _check_metadata(value, key, metadata, origin)
-    return value
+        converted = value
+    _check_metadata(converted, key, metadata, origin)
+    return converted
+
+
+def _is_container_for(hint, value):
+    """Whether `value` has the shape of the section, mapping or list `hint` (whatever its contents)."""
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, dict)
+    return typing.get_origin(hint) in (dict, list) and isinstance(value, typing.get_origin(hint))
+
+
+def _as_bool(value):
+    """`value` as a bool when it is one (true, false, or YAML 1.1's yes/no/on/off), else None."""
+    if isinstance(value, bool):
+        return value
+    return YAML11_BOOLEANS.get(value) if isinstance(value, str) else None
+
+
+def _as_int(value):
+    """`value` as an int when it is exactly one (3, 1_000, 1e3, 3.0), else None. Floats beyond 2**53 are
+    refused: they may not be the integer written."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    return None
+
+
+def _as_finite_float(number):
+    """`number` as a float, or None when it is NaN, infinite, or an integer too large for a float."""
+    try:
+        converted = float(number)
+    except OverflowError:
+        return None
+    return converted if math.isfinite(converted) else None
 
 
 def _check_metadata(value, key, metadata, origin):
     choices = metadata.get("choices")
     if choices and value not in choices:
-        raise ParamsError(f"parameter '{key}' in {origin} must be one of: {', '.join(choices)}; got {value!r}")
+        raise ParamsError(f"parameter '{key}' {origin.of(key)} must be one of: {', '.join(choices)}; "
+                          f"got {_show(value)}")
     low, high = metadata.get("low"), metadata.get("high")
     if low is not None and value < low or high is not None and value > high:
         allowed = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise ParamsError(f"parameter '{key}' in {origin} must be {allowed}; got {value!r}")
+        raise ParamsError(f"parameter '{key}' {origin.of(key)} must be {allowed}; got {_show(value)}")
 
 
 def _describe(hint):
@@ -306,37 +504,128 @@ def _check_recipe(params, origin):
     """Combinations that cannot work, caught before any notebook starts."""
     data, model = params.data, params.model
     if data.source == "local" and not data.path:
-        raise ParamsError(f"parameter 'data.path' in {origin} is required with data.source: local "
-                          f"(the folder holding the dataset)")
+        raise ParamsError(f"parameter 'data.path' {origin.of('data.path', 'data.source')} is required with "
+                          f"data.source: local (the folder holding the dataset)")
     if data.source == "generated" and data.dataset not in ("ham10000", "isic_binary"):
-        raise ParamsError(f"parameter 'data.dataset' in {origin}: the generated source imitates ham10000 or "
-                          f"isic_binary; got {data.dataset!r}")
+        raise ParamsError(f"parameter 'data.dataset' {origin.of('data.dataset', 'data.source')}: the generated "
+                          f"source imitates ham10000 or isic_binary; got {_show(data.dataset)}")
     if data.source == "kaggle" and data.dataset not in ("ham10000", "isic_binary") and "/" not in data.dataset:
-        raise ParamsError(f"parameter 'data.dataset' in {origin} must be ham10000, isic_binary or a Kaggle "
-                          f"slug like owner/name; got {data.dataset!r}")
+        raise ParamsError(f"parameter 'data.dataset' {origin.of('data.dataset', 'data.source')} must be "
+                          f"ham10000, isic_binary or a Kaggle slug like owner/name; got {_show(data.dataset)}")
     if data.validation_fraction + data.test_fraction >= 0.9:
-        raise ParamsError(f"parameters 'data.validation_fraction' + 'data.test_fraction' in {origin} leave "
-                          f"less than 10% for training; lower them")
-    if model.weights not in (None, "imagenet") and not _resolve(model.weights).is_file():
-        raise ParamsError(f"parameter 'model.weights' in {origin}: no weights file at {model.weights!r} "
-                          f"(use imagenet, null, or the path of an .h5/.keras weights file)")
+        raise ParamsError(f"parameters 'data.validation_fraction' + 'data.test_fraction' "
+                          f"{origin.of('data.validation_fraction', 'data.test_fraction')} leave less than 10% for "
+                          f"training; lower them")
+    if model.weights not in (None, "imagenet") and not _is_file(model.weights):
+        raise ParamsError(f"parameter 'model.weights' {origin.of('model.weights')}: no weights file at "
+                          f"{_show(model.weights)} (use imagenet, null, or the path of an .h5/.keras weights file)")
     backbone = registry.BACKBONES[model.backbone]
     if model.weights == "imagenet" and not backbone.has_imagenet_weights:
-        raise ParamsError(f"parameter 'model.weights' in {origin}: {model.backbone} has no ImageNet weights; use null")
+        raise ParamsError(f"parameter 'model.weights' {origin.of('model.weights', 'model.backbone')}: "
+                          f"{model.backbone} has no ImageNet weights; use null")
     if model.weights == "imagenet" and backbone.imagenet_alphas and model.alpha not in backbone.imagenet_alphas:
-        raise ParamsError(f"parameter 'model.alpha' in {origin}: ImageNet {model.backbone} weights exist for alpha "
-                          f"{', '.join(map(str, backbone.imagenet_alphas))}; got {model.alpha}")
+        raise ParamsError(f"parameter 'model.alpha' {origin.of('model.alpha', 'model.weights')}: ImageNet "
+                          f"{model.backbone} weights exist for alpha {', '.join(map(str, backbone.imagenet_alphas))}; "
+                          f"got {model.alpha}")
     if params.train.schedule != "constant" and params.train.reduce_lr is not None:
-        raise ParamsError(f"parameters 'train.schedule' and 'train.reduce_lr' in {origin} both set the learning "
-                          f"rate; use schedule: constant with reduce_lr, or remove reduce_lr")
-    if data.source == "local" and not _resolve(data.path).is_dir():
-        raise ParamsError(f"parameter 'data.path' in {origin}: no folder at {data.path!r}")
+        raise ParamsError(f"parameters 'train.schedule' and 'train.reduce_lr' "
+                          f"{origin.of('train.schedule', 'train.reduce_lr')} both set the learning rate; use "
+                          f"schedule: constant with reduce_lr, or remove reduce_lr")
+    if data.source == "local" and not _is_dir(data.path):
+        raise ParamsError(f"parameter 'data.path' {origin.of('data.path')}: no folder at {_show(data.path)}")
     if params.train.class_weight is not None and isinstance(params.train.class_weight, str) \
             and params.train.class_weight != "balanced":
-        raise ParamsError(f"parameter 'train.class_weight' in {origin} must be null, balanced or a mapping "
-                          f"of class name to weight; got {params.train.class_weight!r}")
-    if not isinstance(params.name, str) or not params.name or "/" in params.name or params.name.startswith("."):
-        raise ParamsError(f"parameter 'name' in {origin} must be a folder name (no '/'); got {params.name!r}")
+        raise ParamsError(f"parameter 'train.class_weight' {origin.of('train.class_weight')} must be null, "
+                          f"balanced or a mapping of class name to weight; got {_show(params.train.class_weight)}")
+
+
+def check_run_name(name, origin, outputs_dir=None):
+    """Refuse (ParamsError) a run name that cannot be a folder of its own under `outputs_dir`: empty,
+    '.' or '..', hidden, with a path separator or a control character, or longer (in UTF-8 bytes) than the
+    file system holding `outputs_dir` allows. Spaces and any script are fine."""
+    problem = _name_problem(name)
+    if problem:
+        raise ParamsError(f"parameter 'name' {origin.of('name')} must be usable as a folder name, but it {problem}; "
+                          f"got {_show(name)}")
+    if outputs_dir is None:
+        return
+    size, limit = len(name.encode("utf-8")), name_max(outputs_dir)
+    if size > limit:
+        raise ParamsError(f"parameter 'name' {origin.of('name')} is {size} bytes long in UTF-8, and the file "
+                          f"system of {outputs_dir} takes folder names of at most {limit}: shorten it; "
+                          f"got {_show(name)}")
+
+
+def _name_problem(name):
+    """Why `name` cannot name a run folder (the end of a sentence starting "it"), or None."""
+    if not name.strip():
+        return "is blank"
+    if name in (".", ".."):
+        return f"is {name!r}, an existing folder, not a new one"
+    if name.startswith("."):
+        return "starts with '.', which would hide the run folder"
+    for character in name:
+        if character in ("/", "\\"):  # '\\' separates folders on Windows, where run folders may be copied
+            return f"contains the path separator {character!r}"
+        category = unicodedata.category(character)
+        if category == "Cs":  # a byte that was not UTF-8, smuggled through as a lone surrogate
+            return "is not valid text: it holds a byte that is not UTF-8"
+        if category == "Cc":  # NUL, newline, tab, ESC (which starts terminal control sequences), ...
+            return f"contains the control character {character!r}"
+        if category in ("Zl", "Zp"):
+            return f"contains the line break {character!r}"
+    return None
+
+
+def name_max(folder):
+    """The longest file name, in bytes, accepted by the file system holding `folder` (or, when it does not
+    exist yet, its nearest existing parent)."""
+    folder = Path(folder).absolute()
+    while not _exists(folder) and folder != folder.parent:
+        folder = folder.parent
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # no os.pathconf (Windows), or the system will not say
+        return FALLBACK_NAME_MAX
+    return limit if limit > 0 else FALLBACK_NAME_MAX
+
+
+def _show(value):
+    """`value` as quoted in a message: a repr bounded before it is built, cut to SHOWN_CHARACTERS."""
+    return _cut(_SHORT_REPR.repr(value))
+
+
+def _cut(text, limit=SHOWN_CHARACTERS):
+    """`text` with unprintable characters escaped (no terminal control sequence gets through), cut to
+    `limit` characters ending in '...'."""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit + 1])
+    return shown if len(shown) <= limit and len(text) <= limit else shown[:limit - 3] + "..."
+
+
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict = 3, 6, 6
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = SHOWN_CHARACTERS
+
+
+def _is_file(path):
+    try:
+        return _resolve(path).is_file()
+    except (OSError, ValueError):  # a name too long, or with a NUL: no such file
+        return False
+
+
+def _is_dir(path):
+    try:
+        return _resolve(path).is_dir()
+    except (OSError, ValueError):
+        return False
+
+
+def _exists(path):
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
 
 
 def _resolve(path):

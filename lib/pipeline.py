@@ -11,6 +11,7 @@ import importlib.metadata
 import logging
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -32,9 +33,7 @@ PROVENANCE_PACKAGES = ("tensorflow", "keras", "tensorflowjs", "numpy", "opencv-p
 def run(params_file, overrides=(), name=None, resume=False, outputs_dir=paths.OUTPUTS_DIR,
         kernel_name="python3", log_output=False, notebooks_dir=paths.NOTEBOOKS_DIR):
     """Run every notebook on `params_file` into `<outputs_dir>/<name>/`; return the run folder."""
-    params = params_lib.load(params_file, overrides)
-    if name:
-        params = params_lib.from_dict({**params.to_dict(), "name": name}, origin=f"--name {name}")
+    params = params_lib.load(params_file, overrides, name=name, outputs_dir=outputs_dir)
     run_dir = Path(outputs_dir) / params.name
     create_run(run_dir, params, params_file, resume=resume, command=sys.argv)
     finished = artifacts.finished_steps(run_dir)
@@ -67,12 +66,16 @@ def create_run(run_dir, params, params_file, resume=False, command=()):
             raise RunError(f"cannot resume {run_dir} with different parameters ({', '.join(changed)}); "
                            f"start a new run with --name NEW_NAME")
         return run_dir
-    (run_dir / "notebooks").mkdir(parents=True)
+    try:
+        (run_dir / "notebooks").mkdir(parents=True)
+    except OSError as error:  # a read-only disk, no permission, --outputs naming a file
+        raise RunError(f"cannot create run folder {run_dir}: {error.strerror or error}; choose another "
+                       f"--outputs folder") from None
     params_lib.save(params, saved_params)
     provenance = {
         "run": params.name,
         "params_file": str(params_file),
-        "command": " ".join(command),
+        "command": shlex.join(command),  # quoted: a name with spaces stays one argument
         "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "git": _git_state(),
         "python": platform.python_version(),
@@ -129,7 +132,7 @@ def run_notebook(run_dir, notebook, kernel_name="python3", log_output=False, not
         raise RunError(f"notebook {notebook} failed in cell In [{error.exec_count}] "
                        f"(`{first_line[0] if first_line else ''}`): {error.ename}: {error.evalue}\nThe executed notebook, with the error, is {executed}\n"
                        f"Fix the cause, then continue with: python -m lib run <params> --name "
-                       f"{run_dir.name} --resume") from None
+                       f"{shlex.quote(run_dir.name)} --resume") from None
     seconds = time.monotonic() - started
     if notebook not in artifacts.finished_steps(run_dir):
         raise RunError(f"notebook {notebook} ran without recording its end (artifacts.finish_step) in "

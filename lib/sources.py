@@ -12,7 +12,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 import tempfile
@@ -42,6 +41,7 @@ LONG_NAMES = {
 LABEL_MODES = ("dx", "binary")
 LAYOUTS = ("auto", "ham10000", "class_folders")
 SUBGROUP_COLUMNS = ("age", "sex", "localization", "dx_type")  # HAM10000 metadata kept in the manifest
+GENERATED_MARKER = ".complete"  # written last into a generated dataset: its presence means complete
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +113,7 @@ def fetch_generated(request):
     target = paths.data_cache_dir(request.cache_dir) / "raw" / f"generated-{dataset}-{digest}"
     classes = synthetic.LESION_STYLES if known.layout == "ham10000" else synthetic.BINARY_STYLES
     expected_files = request.generated_images_per_class * len(classes)
-    if (target / ".complete").exists() and count_files(target) == expected_files:
+    if (target / GENERATED_MARKER).exists() and count_files(target) == expected_files:
         log.info("reusing generated dataset %s", target)
         return target
     if target.exists():
@@ -126,8 +126,8 @@ def fetch_generated(request):
             else synthetic.write_synthetic_class_folders
         writer(staging, images_per_class=request.generated_images_per_class,
                image_width=request.generated_image_size, seed=request.seed)
-        (staging / ".complete").write_text(json.dumps(settings))
-        _publish(staging, target)
+        (staging / GENERATED_MARKER).write_text(json.dumps(settings))
+        kaggle.publish_folder(staging, target, GENERATED_MARKER)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("generated %s", target)
@@ -158,16 +158,17 @@ def detect_layout(raw_dir, layout="auto"):
     raw_dir = Path(raw_dir)
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
-    candidates = [raw_dir] + _subdirs(raw_dir) + [d for sub in _subdirs(raw_dir) for d in _subdirs(sub)]
+    boundary = raw_dir.resolve()
+    candidates = _two_levels(raw_dir, boundary)
     if layout in ("auto", "ham10000"):
         for folder in candidates:
-            if find_metadata_csv(folder) is not None:
+            if find_metadata_csv(folder, boundary) is not None:
                 return "ham10000", folder
     if layout in ("auto", "class_folders"):
         for folder in candidates:
-            if any((folder / split).is_dir() for split in ("train", "test")):
+            if _splits_in(folder, boundary):
                 return "class_folders", folder
-        class_dirs = [d for d in _subdirs(raw_dir) if any(_images_in(d))]
+        class_dirs = [d for d in _subdirs(raw_dir, boundary) if any(_images_in(d, boundary))]
         if class_dirs:
             return "class_folders", raw_dir
     raise DataSourceError(f"no {'supported' if layout == 'auto' else layout} layout in {raw_dir}: expected a "
@@ -175,9 +176,14 @@ def detect_layout(raw_dir, layout="auto"):
                           "train/<class>/ and test/<class>/ folders")
 
 
-def find_metadata_csv(folder):
-    """The first CSV in `folder` with image_id and dx columns (HAM10000_metadata.csv), or None."""
+def find_metadata_csv(folder, boundary=None):
+    """The first CSV in `folder` with image_id and dx columns (HAM10000_metadata.csv), or None. With
+    `boundary` (the dataset folder, resolved), a symbolic link to a CSV elsewhere is not read."""
     for csv_path in sorted(Path(folder).glob("*.csv")):
+        refused = boundary is not None and _link_problem(csv_path, boundary)
+        if refused:
+            log.warning("not reading %s: %s", csv_path, refused)
+            continue
         columns = pd.read_csv(csv_path, nrows=0).columns
         if {"image_id", "dx"} <= set(columns):
             return csv_path
@@ -191,9 +197,12 @@ def scan(raw_dir, layout="auto"):
     metadata columns of SUBGROUP_COLUMNS that the layout has (HAM10000: age, sex, localization, dx_type);
     problems is a DataFrame (source_path, image_id, label, reason) of what cannot become a record:
     metadata rows without an image, images without a metadata row (label ""), and in class folders
-    non-image files, sub-folders and empty class folders; reported instead of dropped silently."""
+    non-image files, sub-folders and empty class folders; reported instead of dropped silently. Symbolic
+    links are followed only within `raw_dir`: one leading elsewhere (or nowhere) is a problem too, neither
+    read nor walked, so no file from elsewhere on the disk can slip into training."""
     layout, root = detect_layout(raw_dir, layout)
-    records, problems = (_scan_ham10000 if layout == "ham10000" else _scan_class_folders)(root)
+    boundary = Path(raw_dir).resolve()
+    records, problems = (_scan_ham10000 if layout == "ham10000" else _scan_class_folders)(root, boundary)
     log.info("scanned %s (%s): %d images, %d problems", root, layout, len(records), len(problems))
     return layout, records, pd.DataFrame(problems, columns=["source_path", "image_id", "label", "reason"])
 
@@ -206,17 +215,23 @@ def describe(source, dataset, raw_dir, layout="auto"):
             "dataset_root": str(Path(root).resolve()), "n_files": count_files(raw_dir)}
 
 
-def _scan_ham10000(root):
-    metadata = pd.read_csv(find_metadata_csv(root), dtype=str)
-    files = {}
-    for folder in [root] + _subdirs(root) + [d for sub in _subdirs(root) for d in _subdirs(sub)]:
-        for image_path in _images_in(folder):
+def _scan_ham10000(root, boundary):
+    metadata = pd.read_csv(find_metadata_csv(root, boundary), dtype=str)
+    files, refused = {}, {}
+    for folder in _two_levels(root, boundary):
+        for image_path in _images_in(folder, boundary):
             # Kaggle's zip holds each image twice (HAM10000_images_part_1 and ham10000_images_part_1): keep one.
             files.setdefault(image_path.stem, image_path)
+        refused.update(_refused_links(folder, boundary))
+    refused_images = {path.stem: path for path in refused if path.suffix.lower() in IMAGE_SUFFIXES}
     problems = []
     rows = []
     for row in metadata.itertuples(index=False):
         image_path = files.get(row.image_id)
+        if image_path is None and row.image_id in refused_images:  # reported once, as the link, with its class
+            link = refused_images.pop(row.image_id)
+            problems.append((str(link), row.image_id, row.dx, refused.pop(link)))
+            continue
         if image_path is None:
             problems.append((str(root / row.image_id), row.image_id, row.dx, "metadata row has no image file"))
             continue
@@ -225,6 +240,8 @@ def _scan_ham10000(root):
                      lesion_id if isinstance(lesion_id, str) and lesion_id else row.image_id, ""))
     listed = set(metadata["image_id"])
     problems += [(str(path), stem, "", "image has no metadata row") for stem, path in files.items() if stem not in listed]
+    problems += [(str(path), path.stem if path.suffix.lower() in IMAGE_SUFFIXES else "", "", reason)
+                 for path, reason in refused.items()]
     records = _records_frame(rows)
     # who and where (age, sex, body site, how the diagnosis was made): for results per subgroup in notebook 04
     described = [column for column in SUBGROUP_COLUMNS if column in metadata.columns]
@@ -234,19 +251,25 @@ def _scan_ham10000(root):
     return records, problems
 
 
-def _scan_class_folders(root):
-    splits = [s for s in ("train", "test") if (root / s).is_dir()]
-    rows, problems = [], []
+def _scan_class_folders(root, boundary):
+    splits = _splits_in(root, boundary)
+    rows = []
+    # a linked split or class folder leading elsewhere is reported where it lies
+    problems = [(str(path), "", "", reason) for path, reason in _refused_links(root, boundary).items()]
     for split in splits or [""]:
-        for class_dir in _subdirs(root / split if split else root):
-            found = _images_in(class_dir)
+        if split:
+            problems += [(str(path), "", "", reason) for path, reason in _refused_links(root / split, boundary).items()]
+        for class_dir in _subdirs(root / split if split else root, boundary):
+            found = _images_in(class_dir, boundary)
             for image_path in found:
                 image_id = safe_name("-".join(part for part in (split, class_dir.name, image_path.stem) if part))
                 rows.append((str(image_path), image_id, class_dir.name, image_id, split))
-            others = sorted(set(p for p in class_dir.iterdir() if not p.name.startswith(".")) - set(found))
+            refused = _refused_links(class_dir, boundary)
+            others = sorted(set(p for p in class_dir.iterdir() if not p.name.startswith(".")) - set(found) - set(refused))
             problems += [(str(p), "", class_dir.name, "folder inside a class folder is not scanned" if p.is_dir()
                           else f"not an image file name (suffix {p.suffix or 'none'!r})") for p in others]
-            if not found and not others:
+            problems += [(str(path), "", class_dir.name, reason) for path, reason in refused.items()]
+            if not found and not others and not refused:
                 problems.append((str(class_dir), "", class_dir.name, "class folder holds no image files"))
     records = _records_frame(rows)
     duplicated = records["image_id"].duplicated(keep=False)
@@ -290,29 +313,65 @@ def _records_frame(rows):
     return pd.DataFrame(rows, columns=["source_path", "image_id", "label", "lesion_id", "original_split"])
 
 
-def _subdirs(folder):
-    """Visible sub-folders; __MACOSX holds the resource forks of zips made on a Mac, never data."""
+def _subdirs(folder, boundary):
+    """Visible sub-folders that stay within `boundary`; __MACOSX holds the resource forks of zips made on a
+    Mac, never data."""
+    return [d for d in _entries(folder, boundary) if d.is_dir() and not d.name.startswith(".") and d.name != "__MACOSX"]
+
+
+def _two_levels(folder, boundary):
+    """`folder`, its sub-folders and theirs: where a layout may lie, as Kaggle zips often wrap the data."""
+    children = _subdirs(folder, boundary)
+    return [Path(folder)] + children + [d for child in children for d in _subdirs(child, boundary)]
+
+
+def _splits_in(folder, boundary):
+    """The split folders (train, test) that `folder` holds."""
+    names = {d.name for d in _subdirs(folder, boundary)}
+    return [split for split in ("train", "test") if split in names]
+
+
+def _images_in(folder, boundary):
+    return [p for p in _entries(folder, boundary) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def _entries(folder, boundary):
+    """The entries of `folder` (sorted) that may be read: all but the symbolic links of `_refused_links`."""
     folder = Path(folder)
-    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name != "__MACOSX") \
-        if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    return [entry for entry in sorted(folder.iterdir()) if not _link_problem(entry, boundary)]
 
 
-def _images_in(folder):
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def _refused_links(folder, boundary):
+    """{path: reason} for the visible symbolic links in `folder` that must not be followed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return {}
+    found = ((entry, _link_problem(entry, boundary)) for entry in sorted(folder.iterdir())
+             if not entry.name.startswith("."))
+    return {entry: reason for entry, reason in found if reason}
+
+
+def _link_problem(path, boundary):
+    """Why the symbolic link `path` must not be followed, or None (not a link, or a link staying within
+    `boundary`, the resolved dataset folder). Following a link out of the dataset would train on any file
+    of the disk that a downloaded or shared folder points at."""
+    if not path.is_symlink():
+        return None
+    try:
+        target = path.resolve(strict=True)
+    except FileNotFoundError:
+        return "broken symbolic link (its target does not exist)"
+    except (OSError, RuntimeError):  # RuntimeError: a link loop, before Python 3.13
+        return "symbolic link that loops or cannot be followed"
+    if target == boundary or boundary in target.parents:
+        return None
+    return f"symbolic link to a {'folder' if target.is_dir() else 'file'} outside the dataset folder"
 
 
 def _short_hash(text):
     return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-
-def _publish(staging, target):
-    """Rename the finished `staging` folder to `target`; a concurrent writer may have won the race
-    with an equally finished copy (its marker file is then present)."""
-    try:
-        os.rename(staging, target)
-    except OSError:
-        if not (target / ".complete").exists():
-            raise
 
 
 def verify_dataset(raw_dir, expected_counts=None):

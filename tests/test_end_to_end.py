@@ -90,3 +90,12 @@ def test_rerun_with_the_same_name_is_refused_and_changes_nothing(tiny_run):
                             text=True)
     assert result.returncode == 1 and "--resume" in result.stderr
     assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before
+
+
+def test_a_run_name_with_spaces_and_accents_runs_to_the_end(tmp_path):
+    name = "run with spaces é"
+    run_dir, _ = run_pipeline(
+        tmp_path / "outputs", name, f"data.cache_dir={tmp_path / 'data'}", "data.generated_images_per_class=12",
+        "data.image_size=32", "train.epochs=1", "export.parity_images=4", "export.browser_parity=off")
+    assert run_dir.name == name and (run_dir / "tfjs" / "model.json").is_file()
+    assert json.loads((run_dir / "tfjs" / "metadata.json").read_text())["run_name"] == name

@@ -299,3 +299,46 @@ def test_another_http_error_is_reported_with_its_status_and_without_secrets(tmp_
     fake_kaggle(monkeypatch, fail)
     with pytest.raises(DataSourceError, match="Kaggle answered HTTP 503 .*try again later"):
         sources.fetch("kaggle", tiny_request(tmp_path))
+
+
+def finished_folder(path, marker, content):
+    path.mkdir(parents=True)
+    (path / "data.txt").write_text(content)
+    (path / marker).write_text("{}")
+    return path
+
+
+def test_publish_folder_renames_a_finished_folder_into_place(tmp_path):
+    staging = finished_folder(tmp_path / ".tmp-x", ".done", "mine")
+    kaggle.publish_folder(staging, tmp_path / "x", ".done")
+    assert (tmp_path / "x" / "data.txt").read_text() == "mine" and not staging.exists()
+
+
+def test_publish_folder_keeps_the_finished_copy_of_a_writer_that_won_the_race(tmp_path):
+    target = finished_folder(tmp_path / "x", ".done", "theirs")
+    kaggle.publish_folder(finished_folder(tmp_path / ".tmp-x", ".done", "mine"), target, ".done")
+    assert (target / "data.txt").read_text() == "theirs"
+
+
+def test_publish_folder_refuses_to_stand_beside_an_unfinished_folder(tmp_path):
+    target = tmp_path / "x"
+    (target / "half").mkdir(parents=True)  # no marker: not a finished copy
+    with pytest.raises(OSError):
+        kaggle.publish_folder(finished_folder(tmp_path / ".tmp-x", ".done", "mine"), target, ".done")
+
+
+def test_a_generated_dataset_finished_first_by_another_run_is_used(tmp_path, monkeypatch):
+    request = sources.SourceRequest("isic_binary", cache_dir=str(tmp_path / "cache"), generated_images_per_class=4,
+                                    generated_image_size=32)
+    writer = synthetic.write_synthetic_class_folders
+
+    def racing_writer(folder, **options):  # another run publishes the same dataset while this one writes
+        writer(folder, **options)
+        shutil.copytree(folder, target)
+        (target / sources.GENERATED_MARKER).write_text("{}")
+
+    target = sources.fetch("generated", request)
+    shutil.rmtree(target)
+    monkeypatch.setattr(synthetic, "write_synthetic_class_folders", racing_writer)
+    assert sources.fetch("generated", request) == target and (target / sources.GENERATED_MARKER).exists()
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(".tmp")]

@@ -1,11 +1,18 @@
-"""Params: every recipe file validates; every bad key, type or value fails naming the key and the file."""
+"""Params: every recipe file validates; every bad key, type or value fails naming the key and where it came
+from (the file or the -p option), in one short line, however hostile the file."""
 
+import json
+import logging
+import os
+import resource
 import subprocess
 import sys
 import time
 
 import pytest
+import yaml
 
+from lib import __main__ as cli
 from lib import params, paths
 from lib.errors import ParamsError
 
@@ -64,6 +71,7 @@ def test_overrides_set_dotted_keys_parsed_as_yaml(tmp_path):
     ("name: x\nmodel: {backbone: small_cnn}\n", "model.weights=imagenet", "'model.weights'"),
     ("name: x\nmodel: {weights: imagenet}\n", "model.alpha=0.6", "'model.alpha'"),
     ("name: x\n", "name=a/b", "'name'"),
+    ("name: x\n", "seed=-1", "'seed'"),  # numpy's seeds are 32-bit unsigned: training would fail minutes later
     ("seed: 1\n", "seed=2", "'name'"),
 ])
 def test_bad_parameter_names_the_key_and_the_file(tmp_path, text, override, named):
@@ -116,3 +124,188 @@ def test_a_bad_params_file_fails_from_the_command_line_quickly(tmp_path):
     assert "'train.epochs'" in result.stderr and str(path) in result.stderr
     assert not (tmp_path / "out").exists()
     assert time.monotonic() - started < 10, "validation must not wait for TensorFlow"
+
+
+def check_from_the_command_line(*arguments, memory_bytes=None):
+    """`python -m lib check ARGUMENTS` in a subprocess (its address space capped at `memory_bytes`):
+    (return code, stderr, seconds)."""
+    def cap_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "lib", "check", *map(str, arguments)], cwd=paths.PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=120, preexec_fn=cap_memory if memory_bytes else None)
+    return result.returncode, result.stderr, time.monotonic() - started
+
+
+def assert_one_error_line(returncode, stderr, *fragments):
+    assert returncode == 1 and "Traceback" not in stderr, stderr[-2000:]
+    assert stderr.startswith("error: ") and stderr.count("\n") == 1, stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in stderr, stderr
+
+
+def billion_laughs(levels=9):
+    """A params file whose train.monitor, built from nested aliases, expands to 9**levels strings."""
+    lines = ["name: laughs", "train:", "  monitor:", "    - &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"    - &a{level} [{', '.join([f'*a{level - 1}'] * 9)}]" for level in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_billion_laughs_file_fails_at_once_in_one_line(tmp_path):
+    # Before: about 45 s and gigabytes, then a MemoryError traceback echoing the value. The 1.5 GB cap
+    # keeps a regression from taking the machine down with it.
+    returncode, stderr, seconds = check_from_the_command_line(write(tmp_path, billion_laughs()),
+                                                              memory_bytes=1_500_000_000)
+    assert_one_error_line(returncode, stderr, "anchors and aliases", "line 4")
+    assert seconds < 10
+
+
+def test_anchors_and_aliases_are_refused_even_small_ones(tmp_path):
+    with pytest.raises(ParamsError, match="anchors and aliases"):
+        params.load(write(tmp_path, "name: x\ntrain: {monitor: &m val_loss}\nmodel: {weights: *m}\n"))
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("name: x\nmodel: {dense_units: " + "[" * 5000 + "]" * 5000 + "}\n", "nest more than"),  # was RecursionError
+    ("name: x\nseed: 2001-13-45\n", "month must be in 1..12"),  # was a ValueError from the date constructor
+    ("name: x\nseed: " + "9" * 5000 + "\n", "Exceeds the limit"),  # was a ValueError from int()
+    ("name: x\n" + "# padding\n" * 20_000, "larger than"),  # 200 KB: a params file is a few KB
+], ids=["deep nesting", "impossible date", "5000-digit integer", "200 KB file"])
+def test_hostile_yaml_is_refused_with_a_params_error(tmp_path, text, problem):
+    with pytest.raises(ParamsError, match=problem):
+        params.load(write(tmp_path, text))
+
+
+def test_a_long_bad_value_is_quoted_short(tmp_path):
+    huge = "x" * 10_000
+    with pytest.raises(ParamsError) as error:
+        params.load(write(tmp_path, f"name: x\ntrain: {{optimizer: {huge}, monitor: [{huge}, {huge}]}}\n"),
+                    [f"data.dataset={huge}"])
+    message = str(error.value)
+    assert "'train.optimizer'" in message and "..." in message
+    assert len(message) < 400, message
+
+
+def test_a_bad_value_from_an_override_names_the_override_and_the_file(tmp_path):
+    path = write(tmp_path, "name: x\ntrain: {epochs: 3}\n")
+    with pytest.raises(ParamsError) as error:
+        params.load(path, ["seed=1", "train.epochs=ten"])
+    assert "from -p train.epochs=ten" in str(error.value) and str(path) in str(error.value)
+
+
+def test_a_bad_value_from_the_file_is_not_blamed_on_an_override(tmp_path):
+    path = write(tmp_path, "name: x\ntrain: {epochs: ten}\n")
+    with pytest.raises(ParamsError) as error:
+        params.load(path, ["train.batch_size=8"])
+    assert f"in {path}" in str(error.value) and "-p" not in str(error.value)
+
+
+def test_the_latest_override_of_a_key_is_the_one_named(tmp_path):
+    with pytest.raises(ParamsError, match=r"from -p train=\{epochs: 0\}"):
+        params.load(write(tmp_path, "name: x\n"), ["train.epochs=2", "train={epochs: 0}"])
+
+
+@pytest.mark.parametrize("written, expected", [
+    ("1e-4", 1e-4), ("1E-4", 1e-4), ("1e+1", 10.0), ("1.5e-3", 1.5e-3), ("2E0", 2.0), (".5", 0.5), ("5.", 5.0),
+    ("0.000_1", 1e-4), ("1_0e-1", 1.0), ("3", 3.0),
+])
+def test_a_float_parameter_takes_numbers_as_python_writes_them(tmp_path, written, expected):
+    from_file = params.load(write(tmp_path, f"name: x\ntrain:\n  learning_rate: {written}\n"))
+    from_override = params.load(write(tmp_path, "name: x\n"), [f"train.learning_rate={written}"])
+    assert from_file.train.learning_rate == from_override.train.learning_rate == pytest.approx(expected)
+    assert isinstance(from_file.train.learning_rate, float)
+
+
+@pytest.mark.parametrize("written, expected", [("12", 12), ("1_000", 1000), ("1e3", 1000), ("2.0", 2)])
+def test_an_integer_parameter_takes_any_exactly_integral_number(tmp_path, written, expected):
+    loaded = params.load(write(tmp_path, "name: x\n"), [f"train.epochs={written}"])
+    assert loaded.train.epochs == expected and isinstance(loaded.train.epochs, int)
+
+
+@pytest.mark.parametrize("written", [".nan", ".NaN", ".inf", "-.inf", "1e999", "-1e999", "1.0e+999"])
+def test_nan_and_infinity_are_refused_wherever_a_number_is_expected(tmp_path, written):
+    for key in ("train.learning_rate", "data.max_bad_fraction", "train.class_weight.mel"):
+        with pytest.raises(ParamsError, match=f"'{key}' from -p .* must be a finite number"):
+            params.load(write(tmp_path, "name: x\n"), [f"{key}={written}"])
+    with pytest.raises(ParamsError, match="'train.reduce_lr.min_lr' in .* must be a finite number"):
+        params.load(write(tmp_path, f"name: x\ntrain: {{reduce_lr: {{min_lr: {written}}}}}\n"))
+
+
+@pytest.mark.parametrize("written", ["nan", "inf", "NaN", "Infinity"])
+def test_words_for_nan_and_infinity_are_not_numbers(tmp_path, written):
+    with pytest.raises(ParamsError, match="'train.learning_rate' .* must be a number"):
+        params.load(write(tmp_path, "name: x\n"), [f"train.learning_rate={written}"])
+
+
+def test_an_integer_too_large_for_a_float_is_refused_as_a_float(tmp_path):
+    with pytest.raises(ParamsError, match="'train.learning_rate' .* must be a finite number"):
+        params.load(write(tmp_path, "name: x\n"), ["train.learning_rate=" + "9" * 400])
+
+
+@pytest.mark.parametrize("key, word", [("export.browser_parity", "off"), ("export.browser_parity", "on"),
+                                       ("train.feature_cache", "off"), ("train.feature_cache", "on"),
+                                       ("train.mixed_precision", "off")])
+def test_every_on_off_choice_can_be_written_plainly(tmp_path, key, word):
+    section, name = key.split(".")
+    from_file = params.load(write(tmp_path, f"name: x\n{section}:\n  {name}: {word}\n"))
+    from_override = params.load(write(tmp_path, "name: x\n"), [f"{key}={word}"])
+    assert getattr(getattr(from_file, section), name) == getattr(getattr(from_override, section), name) == word
+
+
+def test_true_false_parameters_still_take_yes_no_on_off(tmp_path):
+    loaded = params.load(write(tmp_path, "name: x\ndata: {test_as_validation: yes}\n"
+                                         "train: {augmentation: {horizontal_flip: on, vertical_flip: No}}\n"),
+                         ["evaluate.tta=ON"])
+    assert loaded.data.test_as_validation is True and loaded.evaluate.tta is True
+    assert loaded.train.augmentation.horizontal_flip is True and loaded.train.augmentation.vertical_flip is False
+
+
+@pytest.mark.parametrize("name", ["off", "yes", "1e5", "1_000", "null", "run with spaces é"])
+def test_saved_params_read_back_the_same_here_and_by_plain_pyyaml(tmp_path, name):
+    loaded = params.load(write(tmp_path, f"name: {json.dumps(name)}\nexport: {{browser_parity: off}}\n"))
+    params.save(loaded, tmp_path / "params.yaml")
+    assert params.load_run(tmp_path) == loaded
+    plain = yaml.safe_load((tmp_path / "params.yaml").read_text())  # as lib.report reads it
+    assert plain["name"] == name and plain["export"]["browser_parity"] == "off"
+
+
+def test_a_params_file_that_is_not_utf8_is_one_line_from_the_command_line(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: café\n".encode("latin-1"))
+    assert_one_error_line(*check_from_the_command_line(path)[:2], "not UTF-8", "byte 0xe9", "save it as UTF-8")
+
+
+def test_a_folder_given_as_params_file_is_one_line_from_the_command_line(tmp_path):
+    assert_one_error_line(*check_from_the_command_line(tmp_path)[:2], "is a folder, not a params file")
+
+
+def test_an_unreadable_params_file_is_one_line_from_the_command_line(tmp_path, monkeypatch, capsys):
+    def denied(*args, **kwargs):  # as open() fails without read permission (root reads anything, so faked)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(params, "open", denied, raising=False)
+    papermill_log = logging.getLogger("papermill")
+    level = papermill_log.level
+    try:
+        assert cli.main(["check", str(write(tmp_path, "name: x\n"))]) == 1
+    finally:
+        papermill_log.setLevel(level)  # main() quiets papermill for the whole process: later tests read its log
+    assert capsys.readouterr().err == f"error: cannot read params file {tmp_path / 'run.yaml'}: Permission denied\n"
+
+
+def test_a_run_name_too_long_for_the_file_system_is_one_line_before_anything_starts(tmp_path):
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    name = "é" * (limit // 2 + 1)  # fewer characters than the limit, but 2 bytes each in UTF-8
+    command = [sys.executable, "-m", "lib", "run", str(write(tmp_path, "name: x\n")), "--outputs",
+               str(tmp_path / "out"), "--name", name]
+    result = subprocess.run(command, cwd=paths.PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+    assert_one_error_line(result.returncode, result.stderr, "'name' from --name",
+                          f"{len(name.encode())} bytes", f"at most {limit}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_name_too_long_in_the_file_fails_the_check_command(tmp_path):
+    limit = params.name_max(paths.OUTPUTS_DIR)
+    returncode, stderr, _ = check_from_the_command_line(write(tmp_path, f"name: {'a' * (limit + 1)}\n"))
+    assert_one_error_line(returncode, stderr, f"'name' in {tmp_path / 'run.yaml'}", f"at most {limit}")

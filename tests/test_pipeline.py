@@ -7,7 +7,7 @@ import nbformat
 import pytest
 
 from lib import params, pipeline
-from lib.errors import RunError
+from lib.errors import ParamsError, RunError
 
 
 def make_notebooks(folder, failing=None):
@@ -119,3 +119,59 @@ def test_unknown_notebook_is_named_with_the_choices(tmp_path, params_file):
     run_dir = pipeline.create_run(tmp_path / "run", params.load(params_file), params_file)
     with pytest.raises(RunError, match="choose one of: 01_download"):
         pipeline.run_notebook(run_dir, "03_training")
+
+
+IMPOSSIBLE_NAMES = {"separator": "a/b", "windows separator": "a\\b", "dot": ".", "dot dot": "..", "hidden": ".x",
+                    "empty": "", "blank": "  ", "tab": "a\tb", "newline": "a\nb", "escape": "a\x1b[2Jb",
+                    "line separator": "a\u2028b"}
+
+
+@pytest.mark.parametrize("name", IMPOSSIBLE_NAMES.values(), ids=IMPOSSIBLE_NAMES.keys())
+@pytest.mark.parametrize("given_by", ["file", "--name"])
+def test_a_name_that_cannot_be_a_folder_is_refused_before_anything_starts(tmp_path, name, given_by):
+    params_file = tmp_path / "named.yaml"
+    params_file.write_text(f"name: {json.dumps(name) if given_by == 'file' else 'fine'}\n")  # JSON is YAML
+    with pytest.raises(ParamsError) as error:
+        pipeline.run(params_file, name=name if given_by == "--name" else None, outputs_dir=tmp_path / "out",
+                     notebooks_dir=make_notebooks(tmp_path / "nb"))
+    assert "parameter 'name'" in str(error.value)
+    assert ("from --name" in str(error.value)) == (given_by == "--name")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("given_by", ["file", "--name"])
+def test_a_name_longer_than_the_file_system_takes_is_refused_in_bytes(tmp_path, given_by):
+    limit = params.name_max(tmp_path)
+    name = "é" * (limit // 2 + 1)  # under the limit in characters, over it in UTF-8 bytes
+    params_file = tmp_path / "named.yaml"
+    params_file.write_text(f"name: {name if given_by == 'file' else 'fine'}\n", encoding="utf-8")
+    with pytest.raises(ParamsError, match=f"at most {limit}"):
+        pipeline.run(params_file, name=name if given_by == "--name" else None, outputs_dir=tmp_path / "out",
+                     notebooks_dir=make_notebooks(tmp_path / "nb"))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["run with spaces é", "皮膚 病変", "a" * 255], ids=["spaces", "cjk", "longest"])
+def test_any_name_that_is_a_folder_name_makes_its_run_folder(tmp_path, params_file, name, monkeypatch):
+    monkeypatch.setattr(pipeline, "run_notebook", lambda *args, **kwargs: 0.0)  # the folder is the point here
+    name = name[:params.name_max(tmp_path)]
+    run_dir = pipeline.run(params_file, name=name, outputs_dir=tmp_path / "out")
+    assert run_dir == tmp_path / "out" / name and params.load_run(run_dir).name == name
+
+
+def test_an_outputs_folder_that_cannot_be_made_is_a_run_error(tmp_path, params_file):
+    (tmp_path / "a file").write_text("not a folder")
+    with pytest.raises(RunError, match="cannot create run folder .*a file/tiny: Not a directory"):
+        pipeline.run(params_file, outputs_dir=tmp_path / "a file", notebooks_dir=make_notebooks(tmp_path / "nb"))
+
+
+def test_the_resume_command_after_a_failure_quotes_a_name_with_spaces(tmp_path, params_file):
+    with pytest.raises(RunError, match="--name 'two words' --resume"):
+        pipeline.run(params_file, name="two words", outputs_dir=tmp_path / "out",
+                     notebooks_dir=make_notebooks(tmp_path / "nb", failing="01_download"))
+
+
+def test_provenance_records_the_command_as_it_can_be_typed_again(tmp_path, params_file):
+    command = ["python", "-m", "lib", "run", str(params_file), "--name", "two words"]
+    run_dir = pipeline.create_run(tmp_path / "two words", params.load(params_file), params_file, command=command)
+    assert json.loads((run_dir / "provenance.json").read_text())["command"].endswith("--name 'two words'")

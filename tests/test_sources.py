@@ -1,6 +1,10 @@
 """lib.sources: each source yields a raw dataset in a supported layout; scanning reports what it cannot
 pair or use (Kaggle downloads themselves are tested in test_kaggle.py)."""
 
+import json
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -151,3 +155,105 @@ def test_mac_zip_resource_forks_are_not_a_class(tmp_path):
     (tmp_path / "__MACOSX" / "benign" / "._a.jpg").write_bytes(b"\0\5\26\7")
     layout, records, problems = sources.scan(tmp_path)
     assert layout == "class_folders" and sorted(records["label"]) == ["benign", "malignant"] and problems.empty
+
+
+OUTSIDE_FILE = "symbolic link to a file outside the dataset folder"
+OUTSIDE_FOLDER = "symbolic link to a folder outside the dataset folder"
+
+
+def link(path, target):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(target)
+    return path
+
+
+def reported(problems):
+    return dict(zip(problems["source_path"], zip(problems["image_id"], problems["label"], problems["reason"])))
+
+
+def test_a_linked_image_from_outside_the_dataset_is_reported_and_not_read(tmp_path):
+    dataset, elsewhere = tmp_path / "dataset", tmp_path / "elsewhere"
+    benign = dataset / "train" / "benign"
+    imagefactory.write_jpeg(benign / "a.jpg")
+    imagefactory.write_jpeg(dataset / "shared" / "b.jpg")
+    imagefactory.write_jpeg(elsewhere / "secret.jpg")
+    link(benign / "inside.jpg", dataset / "shared" / "b.jpg")  # links within the dataset are fine
+    link(benign / "relative.jpg", Path("../../shared/b.jpg"))
+    outside = link(benign / "outside.jpg", elsewhere / "secret.jpg")
+    sneaky = link(benign / "sneaky.jpg", Path("../../../elsewhere/secret.jpg"))
+    broken = link(benign / "gone.jpg", dataset / "missing.jpg")
+    _, records, problems = sources.scan(dataset)
+    assert sorted(records["image_id"]) == ["train-benign-a", "train-benign-inside", "train-benign-relative"]
+    assert reported(problems) == {str(outside): ("", "benign", OUTSIDE_FILE), str(sneaky): ("", "benign", OUTSIDE_FILE),
+                                  str(broken): ("", "benign", "broken symbolic link (its target does not exist)")}
+
+
+def test_a_linked_folder_leading_outside_the_dataset_is_not_walked(tmp_path):
+    dataset, elsewhere = tmp_path / "dataset", tmp_path / "elsewhere"
+    imagefactory.write_jpeg(dataset / "train" / "benign" / "a.jpg")
+    imagefactory.write_jpeg(dataset / "extra" / "nv" / "n.jpg")
+    imagefactory.write_jpeg(elsewhere / "malignant" / "m.jpg")
+    imagefactory.write_jpeg(elsewhere / "test" / "benign" / "t.jpg")
+    link(dataset / "train" / "nv", Path("../extra/nv"))  # stays inside: walked
+    class_link = link(dataset / "train" / "malignant", elsewhere / "malignant")
+    split_link = link(dataset / "test", elsewhere / "test")
+    layout, records, problems = sources.scan(dataset)
+    assert layout == "class_folders" and sorted(records["image_id"]) == ["train-benign-a", "train-nv-n"]
+    assert reported(problems) == {str(class_link): ("", "", OUTSIDE_FOLDER), str(split_link): ("", "", OUTSIDE_FOLDER)}
+
+
+def test_a_ham10000_image_linked_from_outside_is_reported_once_with_its_class(tmp_path):
+    dataset, elsewhere = tmp_path / "dataset", tmp_path / "elsewhere"
+    imagefactory.write_jpeg(dataset / "HAM10000_images_part_1" / "ISIC_1.jpg")
+    imagefactory.write_jpeg(elsewhere / "ISIC_2.jpg")
+    imagefactory.write_jpeg(elsewhere / "part_2" / "ISIC_3.jpg")
+    image_link = link(dataset / "HAM10000_images_part_1" / "ISIC_2.jpg", elsewhere / "ISIC_2.jpg")
+    folder_link = link(dataset / "HAM10000_images_part_2", elsewhere / "part_2")
+    pd.DataFrame({"image_id": ["ISIC_1", "ISIC_2", "ISIC_3"], "dx": ["mel", "nv", "bcc"]}).to_csv(
+        dataset / "HAM10000_metadata.csv", index=False)
+    layout, records, problems = sources.scan(dataset)
+    assert layout == "ham10000" and records["image_id"].tolist() == ["ISIC_1"]
+    assert reported(problems) == {str(image_link): ("ISIC_2", "nv", OUTSIDE_FILE),
+                                  str(dataset / "ISIC_3"): ("ISIC_3", "bcc", "metadata row has no image file"),
+                                  str(folder_link): ("", "", OUTSIDE_FOLDER)}
+
+
+def test_a_metadata_csv_linked_from_outside_is_not_read(tmp_path):
+    dataset, elsewhere = tmp_path / "dataset", tmp_path / "elsewhere"
+    imagefactory.write_jpeg(dataset / "images" / "a.jpg")
+    elsewhere.mkdir()
+    pd.DataFrame({"image_id": ["a"], "dx": ["mel"]}).to_csv(elsewhere / "metadata.csv", index=False)
+    csv_link = link(dataset / "metadata.csv", elsewhere / "metadata.csv")
+    layout, records, problems = sources.scan(dataset)
+    assert layout != "ham10000" and "mel" not in set(records["label"])
+    assert reported(problems)[str(csv_link)] == ("", "", OUTSIDE_FILE)
+
+
+def test_a_dataset_folder_reached_through_a_link_is_read_whole(tmp_path):
+    dataset = tmp_path / "real"
+    imagefactory.write_jpeg(dataset / "train" / "benign" / "a.jpg")
+    imagefactory.write_jpeg(dataset / "shared" / "b.jpg")
+    link(dataset / "train" / "benign" / "b.jpg", dataset / "shared" / "b.jpg")
+    _, records, problems = sources.scan(link(tmp_path / "data.path", dataset))
+    assert sorted(records["image_id"]) == ["train-benign-a", "train-benign-b"] and problems.empty
+
+
+@pytest.mark.slow
+def test_notebook_02_lists_a_link_out_of_the_dataset_in_skipped_csv(tmp_path):
+    from lib import params, pipeline
+
+    dataset, rng = tmp_path / "dataset", np.random.default_rng(0)
+    for label in ("benign", "malignant"):
+        for index in range(10):
+            imagefactory.write_jpeg(dataset / label / f"{index}.jpg", rng.integers(0, 256, (30, 40, 3), np.uint8))
+    imagefactory.write_jpeg(tmp_path / "elsewhere" / "secret.jpg")
+    outside = link(dataset / "benign" / "outside.jpg", tmp_path / "elsewhere" / "secret.jpg")
+    params_file = tmp_path / "linked.yaml"
+    params_file.write_text(f"name: linked\ndata: {{source: local, path: {json.dumps(str(dataset))}, image_size: 32, "
+                           f"max_bad_fraction: 0.5}}\n")
+    run_dir = pipeline.create_run(tmp_path / "run", params.load(params_file), params_file)
+    for notebook in ("01_download", "02_preprocess"):
+        pipeline.run_notebook(run_dir, notebook)
+    skipped = pd.read_csv(run_dir / "data" / "skipped.csv")
+    assert dict(zip(skipped["source_path"], skipped["reason"])) == {str(outside): OUTSIDE_FILE}
+    assert str(outside) not in set(pd.read_csv(run_dir / "data" / "manifest.csv")["source_path"])

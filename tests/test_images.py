@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageOps
 
-from lib import images, synthetic
+from lib import images, inputs, synthetic
 from lib.errors import ImageError
 from tests import imagefactory
 
@@ -183,7 +183,7 @@ def test_processing_accounts_for_every_image_and_writes_pngs(tmp_path):
         str(empty): "zero bytes", str(text): "not an image", str(raw / "cut.jpg"): "truncated"}
     for row in used.itertuples():
         assert row.path.startswith("data/processed/")
-        assert images.load_processed(tmp_path / "run" / row.path).shape == (16, 16, 3)
+        assert inputs.load_processed([tmp_path / "run" / row.path]).shape == (1, 16, 16, 3)
     assert used.set_index("image_id").loc["img2", ["original_width", "original_height"]].tolist() == [9, 7]
 
 

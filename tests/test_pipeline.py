@@ -6,23 +6,26 @@ import json
 import nbformat
 import pytest
 
-from lib import params, pipeline
+from lib import artifacts, params, pipeline
 from lib.errors import ParamsError, RunError
 
 
 def make_notebooks(folder, failing=None):
-    """Five tiny notebooks named like the real ones; each appends its name to <run_dir>/ran.txt.
+    """Five tiny notebooks named like the real ones; each records its step (lib.artifacts) as the real ones do and
+    appends its name to <run_dir>/ran.txt.
     The notebook named `failing` raises in its second code cell unless <run_dir>/fixed exists."""
     folder.mkdir(exist_ok=True)
     for name in pipeline.NOTEBOOKS:
         parameters = nbformat.v4.new_code_cell('run_dir = "outputs/demo"')
         parameters.metadata["tags"] = ["parameters"]
         cells = [parameters, nbformat.v4.new_code_cell(
-            f"import os, pathlib\nwith open(pathlib.Path(run_dir, 'ran.txt'), 'a') as f: f.write('{name}\\n')\n"
+            f"import os, pathlib\nfrom lib import artifacts\nartifacts.start_step(run_dir, '{name}')\n"
+            f"with open(pathlib.Path(run_dir, 'ran.txt'), 'a') as f: f.write('{name}\\n')\n"
             "os.write(2, b'C-level noise\\n')  # as TensorFlow's C++ start-up lines are written\nprint('cell done')")]
         if name == failing:
             cells.append(nbformat.v4.new_code_cell(
                 "if not pathlib.Path(run_dir, 'fixed').exists():\n    raise ValueError('planted failure')"))
+        cells.append(nbformat.v4.new_code_cell(f"artifacts.finish_step(run_dir, '{name}')"))
         notebook = nbformat.v4.new_notebook(cells=cells)
         notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(notebook, folder / f"{name}.ipynb")
@@ -56,7 +59,7 @@ def test_run_executes_every_notebook_in_order_and_keeps_each_executed_copy(tmp_p
     assert params.load_run(run_dir).seed == 7
     provenance = json.loads((run_dir / "provenance.json").read_text())
     assert provenance["seed"] == 7 and provenance["packages"]["papermill"]
-    assert set(pipeline.read_progress(run_dir)) == set(pipeline.NOTEBOOKS)
+    assert artifacts.finished_steps(run_dir) == list(pipeline.NOTEBOOKS)
 
 
 def test_an_existing_run_folder_is_refused_without_resume(tmp_path, params_file):
@@ -100,11 +103,24 @@ def test_resume_with_different_params_is_refused(tmp_path, params_file):
                      notebooks_dir=make_notebooks(tmp_path / "nb"))
 
 
-def test_rerunning_a_notebook_invalidates_the_later_ones(tmp_path, params_file):
+def test_rerunning_a_notebook_marks_the_later_ones_stale_until_they_run_again(tmp_path, params_file):
     notebooks = make_notebooks(tmp_path / "notebooks")
     run_dir = pipeline.run(params_file, outputs_dir=tmp_path / "out", notebooks_dir=notebooks)
-    pipeline.run_notebook(run_dir, "04_evaluate", notebooks_dir=notebooks)
-    assert set(pipeline.read_progress(run_dir)) == set(pipeline.NOTEBOOKS) - {"05_convert_tfjs"}
+    pipeline.run_notebook(run_dir, "03_train", notebooks_dir=notebooks)
+    assert artifacts.finished_steps(run_dir) == ["01_download", "02_preprocess", "03_train"]
+    assert "03_train ran again" in artifacts.stale_reason(run_dir, "05_convert_tfjs")
+    pipeline.run(params_file, outputs_dir=tmp_path / "out", resume=True, notebooks_dir=notebooks)
+    assert ran(run_dir)[-3:] == ["03_train", "04_evaluate", "05_convert_tfjs"]
+    assert artifacts.finished_steps(run_dir) == list(pipeline.NOTEBOOKS)
+    assert artifacts.stale_reason(run_dir, "05_convert_tfjs") is None
+
+
+def test_a_notebook_that_does_not_record_its_end_is_not_trusted(tmp_path, params_file):
+    notebooks = make_notebooks(tmp_path / "notebooks")
+    (notebooks / "01_download.ipynb").write_text((notebooks / "01_download.ipynb").read_text().replace(
+        "artifacts.finish_step(run_dir, '01_download')", "pass"))
+    with pytest.raises(RunError, match="01_download ran without recording its end"):
+        pipeline.run(params_file, outputs_dir=tmp_path / "out", notebooks_dir=notebooks)
 
 
 def test_prepare_run_creates_the_folder_once_for_a_notebook_opened_by_hand(tmp_path, params_file):

@@ -79,3 +79,16 @@ def test_image_grid_draws_mistakes_and_gradcam_overlays(tmp_path):
 
     assert_png(tmp_path / "mistakes.png")
     assert_png(tmp_path / "gradcam.png")
+
+
+def test_data_figures_are_written(tmp_path, run_folder):
+    from lib import artifacts, inputs
+
+    manifest = artifacts.read_manifest(run_folder)
+    plots.class_distribution(manifest, tmp_path / "classes.png")
+    by_class = {label: inputs.load_processed(group["abs_path"][:3]) for label, group in manifest.groupby("label")}
+    plots.samples_per_class(by_class, tmp_path / "samples.png")
+    originals = inputs.load_processed(manifest["abs_path"][:4]).astype("float32")
+    plots.augmentation_examples(originals, originals[:, ::-1], tmp_path / "augmentation.png")
+    for name in ("classes.png", "samples.png", "augmentation.png"):
+        assert_png(tmp_path / name)

@@ -3,6 +3,7 @@
     python -m lib run params/demo.yaml                      # the whole pipeline into outputs/demo/
     python -m lib run params/demo.yaml --name quick -p train.epochs=1
     python -m lib run params/demo.yaml --resume             # continue an interrupted run
+    python -m lib run params/demo.yaml --until 03_train     # train only (the test split stays unread)
     python -m lib check params/*.yaml                       # validate params files only
     python -m lib notebook outputs/demo 04_evaluate         # rerun one notebook on an existing run
     python -m lib compare outputs/                          # table of every run's params and metrics
@@ -28,6 +29,8 @@ def main(argv=None):
     run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                      help="override a parameter, e.g. -p train.epochs=1 (repeatable)")
     run.add_argument("--resume", action="store_true", help="continue an existing run folder")
+    run.add_argument("--until", default="05_convert_tfjs", metavar="NOTEBOOK",
+                     help="stop after this notebook, e.g. 03_train (default: run all five)")
     run.add_argument("--outputs", default=str(paths.OUTPUTS_DIR), help="where run folders go (default: outputs/)")
     run.add_argument("--kernel", default="python3", help="Jupyter kernel to execute with (default: python3)")
     run.add_argument("--log-output", action="store_true", help="stream every cell's output to the terminal")
@@ -64,7 +67,7 @@ def run_command(args):
     from lib import pipeline
 
     pipeline.run(args.params_file, args.param, name=args.name, resume=args.resume, outputs_dir=args.outputs,
-                 kernel_name=args.kernel, log_output=args.log_output)
+                 kernel_name=args.kernel, log_output=args.log_output, until=args.until)
     return 0
 
 

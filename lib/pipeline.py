@@ -31,13 +31,16 @@ PROVENANCE_PACKAGES = ("tensorflow", "keras", "tensorflowjs", "numpy", "opencv-p
 
 
 def run(params_file, overrides=(), name=None, resume=False, outputs_dir=paths.OUTPUTS_DIR,
-        kernel_name="python3", log_output=False, notebooks_dir=paths.NOTEBOOKS_DIR):
-    """Run every notebook on `params_file` into `<outputs_dir>/<name>/`; return the run folder."""
+        kernel_name="python3", log_output=False, notebooks_dir=paths.NOTEBOOKS_DIR, until=NOTEBOOKS[-1]):
+    """Run the notebooks on `params_file` into `<outputs_dir>/<name>/`, in order up to and including `until`
+    (all by default; e.g. "03_train" to train without touching the test split); return the run folder."""
+    if until not in NOTEBOOKS:
+        raise RunError(f"unknown notebook {until!r} to stop after; choose one of: {', '.join(NOTEBOOKS)}")
     params = params_lib.load(params_file, overrides, name=name, outputs_dir=outputs_dir)
     run_dir = Path(outputs_dir) / params.name
     create_run(run_dir, params, params_file, resume=resume, command=sys.argv)
     finished = artifacts.finished_steps(run_dir)
-    for number, notebook in enumerate(NOTEBOOKS, start=1):
+    for number, notebook in enumerate(NOTEBOOKS[:NOTEBOOKS.index(until) + 1], start=1):
         if notebook in finished:
             print(f"[{number}/{len(NOTEBOOKS)}] {notebook}: finished earlier, skipped (--resume)")
             continue
@@ -45,7 +48,7 @@ def run(params_file, overrides=(), name=None, resume=False, outputs_dir=paths.OU
         seconds = run_notebook(run_dir, notebook, kernel_name=kernel_name, log_output=log_output,
                                notebooks_dir=notebooks_dir)
         print(f"[{number}/{len(NOTEBOOKS)}] {notebook}: done in {seconds:.1f} s")
-    print(f"Run complete: {run_dir}")
+    print(f"Run complete: {run_dir}" if until == NOTEBOOKS[-1] else f"Run done up to {until}: {run_dir}")
     return run_dir
 
 

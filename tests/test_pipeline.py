@@ -191,3 +191,13 @@ def test_provenance_records_the_command_as_it_can_be_typed_again(tmp_path, param
     command = ["python", "-m", "lib", "run", str(params_file), "--name", "two words"]
     run_dir = pipeline.create_run(tmp_path / "two words", params.load(params_file), params_file, command=command)
     assert json.loads((run_dir / "provenance.json").read_text())["command"].endswith("--name 'two words'")
+
+
+def test_a_run_can_stop_after_a_chosen_notebook_and_resume_later(tmp_path, params_file):
+    notebooks = make_notebooks(tmp_path / "notebooks")
+    run_dir = pipeline.run(params_file, outputs_dir=tmp_path / "out", notebooks_dir=notebooks, until="03_train")
+    assert ran(run_dir) == ["01_download", "02_preprocess", "03_train"]
+    pipeline.run(params_file, outputs_dir=tmp_path / "out", resume=True, notebooks_dir=notebooks)
+    assert ran(run_dir) == list(pipeline.NOTEBOOKS)
+    with pytest.raises(RunError, match="unknown notebook '03' to stop after"):
+        pipeline.run(params_file, outputs_dir=tmp_path / "other", notebooks_dir=notebooks, until="03")

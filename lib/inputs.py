@@ -116,6 +116,12 @@ def augmentation_layers(rotation_range=0.0, width_shift_range=0.0, height_shift_
     return augmenters
 
 
+def asks_for_augmentation(augmentation):
+    """Whether `augmentation` (a dict of AUGMENTATION_KEYS, or None) changes images at all (fill_mode alone does
+    not); answered without building layers, which would draw from Keras' global random state."""
+    return any(value for key, value in dict(augmentation or {}).items() if key != "fill_mode")
+
+
 def make_augmenter(augmentation, seed=None):
     """A function float images (B, S, S, 3) in [0, 255] -> augmented images for `dataset.map`, or None when
     `augmentation` (a dict of AUGMENTATION_KEYS, or None) asks for nothing."""
@@ -123,9 +129,9 @@ def make_augmenter(augmentation, seed=None):
     unknown = sorted(set(augmentation) - set(AUGMENTATION_KEYS))
     if unknown:
         raise ValueError(f"unknown augmentation keys {unknown}; known: {', '.join(AUGMENTATION_KEYS)}")
-    augmenters = augmentation_layers(**augmentation, seed=seed)
-    if not augmenters:
+    if not asks_for_augmentation(augmentation):
         return None
+    augmenters = augmentation_layers(**augmentation, seed=seed)
 
     def augment(images):
         for layer in augmenters:

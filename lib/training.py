@@ -333,7 +333,7 @@ def plan(p, multi_worker=False):
     every worker would write the same cache); a single phase does so only with a frozen backbone and no
     augmentation, because cached features are of unaugmented images."""
     train, model = p.train, p.model
-    augmented = inputs.make_augmenter(dataclasses.asdict(train.augmentation)) is not None
+    augmented = inputs.asks_for_augmentation(dataclasses.asdict(train.augmentation))
     cache_allowed = train.feature_cache != "off" and not multi_worker
     if train.fine_tune_epochs:
         head_cached = cache_allowed

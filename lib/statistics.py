@@ -185,8 +185,10 @@ def fit_temperature(true_indices, probabilities):
 
 def threshold_for_sensitivity(positive, scores, target):
     """The operating point of the rule `score >= threshold` that flags at least `target` of the positives with
-    the highest threshold (hence the best specificity): (threshold, sensitivity, specificity) on these images,
-    read off scikit-learn's ROC curve. Raises ValueError without positives or negatives."""
+    the fewest images flagged (hence the best specificity): (threshold, sensitivity, specificity) on these images,
+    read off scikit-learn's ROC curve. The threshold lies halfway between the lowest score flagged and the next
+    lower one, not on a score: a browser computing the same probability in float32 then flags the same images.
+    Raises ValueError without positives or negatives."""
     positive = np.asarray(positive, bool)
     if positive.all() or not positive.any():
         raise ValueError(f"a threshold needs positive and negative images; got {int(positive.sum())} positive of "
@@ -197,7 +199,9 @@ def threshold_for_sensitivity(positive, scores, target):
                                                                               drop_intermediate=False)
     # the first (highest) threshold that reaches the target; the tolerance absorbs 0.85 != 17/20 in floating point
     index = int(np.argmax(true_positive_rate >= target - 1e-9))
-    return float(thresholds[index]), float(true_positive_rate[index]), float(1.0 - false_positive_rate[index])
+    next_lower = thresholds[index + 1] if index + 1 < len(thresholds) else 0.0
+    return (float((thresholds[index] + next_lower) / 2), float(true_positive_rate[index]),
+            float(1.0 - false_positive_rate[index]))
 
 
 def low_confidence_cutoff(probabilities, quantile):

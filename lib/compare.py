@@ -198,6 +198,20 @@ def printable(table):
     return shown.dropna(axis=1, how="all").round(3)
 
 
+def printable_sweeps(sweeps):
+    """`compare_sweeps` for the terminal and Markdown: each metric as "mean ± std" (n/a where no run has it)."""
+    def cell(mean, std):
+        if pd.isna(mean):
+            return "n/a"
+        return f"{mean:.3f}" + ("" if pd.isna(std) else f" ± {std:.3f}")
+
+    shown = sweeps[["sweep", "seeds", "complete", "test_set"]].copy()
+    for key in AGGREGATED:
+        if sweeps[f"{key}_mean"].notna().any():
+            shown[key] = [cell(mean, std) for mean, std in zip(sweeps[f"{key}_mean"], sweeps[f"{key}_std"])]
+    return shown
+
+
 def write_comparison(table, out_dir, sweeps=None):
     """Write `table` to out_dir/comparison.csv, `sweeps` (if any rows) to out_dir/sweeps.csv, and both to
     out_dir/comparison.md; return the paths written."""
@@ -211,8 +225,8 @@ def write_comparison(table, out_dir, sweeps=None):
     if sweeps is not None and len(sweeps):
         written.append(out_dir / "sweeps.csv")
         sweeps.to_csv(written[-1], index=False)
-        text += "\n## Seed sweeps (mean and standard deviation over the runs)\n\n" + report.markdown_table(
-            printable(sweeps).set_index("sweep")) + "\n"
+        text += "\n## Seed sweeps (mean ± standard deviation over the runs)\n\n" + report.markdown_table(
+            printable_sweeps(sweeps).set_index("sweep")) + "\n"
     written[1].write_text(text, encoding="utf-8")
     logger.info("wrote %s", ", ".join(map(str, written)))
     return written
@@ -234,8 +248,8 @@ def main(argv=None):
     with pd.option_context("display.max_columns", None, "display.width", 250):
         print(printable(table).to_string(index=False) if len(table) else "no runs")
         if len(sweeps):
-            print("\nSeed sweeps (mean and standard deviation over the runs):")
-            print(printable(sweeps).to_string(index=False))
+            print("\nSeed sweeps (mean ± standard deviation over the runs):")
+            print(printable_sweeps(sweeps).to_string(index=False))
     for message in comparison_warnings(table) if len(table) else []:
         print(f"warning: {message}", file=sys.stderr)
     written = write_comparison(table, paths.resolve(arguments.out or outputs_dir), sweeps)

@@ -150,5 +150,6 @@ def test_compare_shows_each_sweep_beside_the_runs(tmp_path, capsys):
     row = sweeps.iloc[0]
     assert row["sweep"] == "s" and row["complete"] == "2/2" and row["test_set"] == "different"
     assert row["balanced_accuracy_mean"] == pytest.approx(0.7)
-    assert "Seed sweeps" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Seed sweeps" in printed and "0.700 ± 0.141" in printed
     assert (tmp_path / "sweeps.csv").is_file() and "## Seed sweeps" in (tmp_path / "comparison.md").read_text()

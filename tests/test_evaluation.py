@@ -416,3 +416,22 @@ def test_external_dataset_is_scored_without_the_classes_the_model_does_not_know(
     raw = model.predict(pixels[:3].astype(np.float32), verbose=0)
     assert table[["prob_a", "prob_b", "prob_c"]].to_numpy() == pytest.approx(
         statistics.apply_temperature(raw, 2.0), abs=1e-5)
+
+
+def test_binary_labels_screen_for_malignant_with_the_binary_auc_interval():
+    def binary_split(prefix, seed):
+        rng = np.random.default_rng(seed)
+        malignant = rng.random(200) < 0.45
+        score = np.clip(np.where(malignant, 0.65, 0.35) + rng.normal(0, 0.2, 200), 0.01, 0.99)
+        rows = pd.DataFrame({"image_id": [f"{prefix}{index}" for index in range(200)],
+                             "label": np.where(malignant, "malignant", "benign"),
+                             "lesion_id": [f"{prefix}{index}" for index in range(200)]})
+        return evaluation.SplitPredictions(rows, np.column_stack([1 - score, score])[:, None])
+
+    metrics = evaluation.evaluate(binary_split("t", 1), binary_split("v", 2), ["benign", "malignant"],
+                                  train_labels=["benign", "malignant"], n_resamples=300)
+
+    assert metrics["operating_point"]["class"] == "malignant"
+    assert metrics["bootstrap"]["unit"] == "image"
+    low, high = metrics["bootstrap"]["intervals"]["roc_auc"]
+    assert low < metrics["roc_auc"] < high

@@ -117,6 +117,7 @@ def compare_runs(outputs_dir):
     shown = [name for name in KEY_PARAMS if name in params_table.columns]
     shown += sorted(name for name in differing if name not in shown)
     runs = pd.DataFrame(rows)
+    runs["n_test"] = runs["n_test"].astype("Int64")  # stays an integer beside incomplete runs
     table = pd.concat([runs[["run", "name", "recipe", "status"]], params_table[shown],
                        runs.drop(columns=["run", "name", "recipe", "status"])], axis=1)
     return group_by_test_set(table)

@@ -155,12 +155,11 @@ def positive_class_index(class_names):
 def melanoma_screening(true_indices, predicted_indices, class_names):
     """Sensitivity and specificity of the `mel` (or `malignant`) class against all others, or None
     when neither is a class."""
-    names = [name for name in MELANOMA_CLASSES if name in class_names]
-    if not names:
+    positive = screening_index(class_names)
+    if positive is None:
         return None
-    positive = list(class_names).index(names[0])
     truth, predicted = true_indices == positive, predicted_indices == positive
-    result = {"class": names[0], "sensitivity": None, "specificity": None}
+    result = {"class": class_names[positive], "sensitivity": None, "specificity": None}
     if truth.any():
         result["sensitivity"] = float(skmetrics.recall_score(truth, predicted, pos_label=True))
     if (~truth).any():

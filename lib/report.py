@@ -187,11 +187,11 @@ def with_interval(value, bounds):
     return number(value) + (f" ({interval(bounds)})" if bounds else "")
 
 
-def metrics_table(metrics):
-    """Markdown table of the headline metrics: the model on test with its 95% interval, on validation, with
-    test-time augmentation and the baselines beside it, each where present."""
+def metrics_table(metrics, label="model (test)"):
+    """Markdown table of the headline metrics: the model (column `label`) with its 95% interval, on validation,
+    with test-time augmentation and the baselines beside it, each where present."""
     intervals = (metrics.get("bootstrap") or {}).get("intervals")
-    columns = [("model (test)", metrics, None)]
+    columns = [(label, metrics, None)]
     if intervals:
         columns.append(("95% interval", None, intervals))
     if metrics.get("validation"):
@@ -404,8 +404,7 @@ def render_report(params, metrics, class_names, data_counts, plot_files, trainin
         lines += ["## External dataset", "",
                   f"`{external['dataset']}` from `{external['source']}`: {external['n_test']} images scored, "
                   f"{external['n_skipped']} unusable, {external['n_unknown_label']} with a class the model "
-                  "does not know.", "", metrics_table({key: value for key, value in external.items()
-                                                        if key not in ("tta", "baselines", "bootstrap")}), ""]
+                  "does not know.", "", metrics_table(external, label="model (external)"), ""]
     if training:
         lines += ["## Training", "", "```json", json.dumps(training, indent=2), "```", ""]
     lines += ["## Plots", ""] + [f"- [{Path(path).stem}]({Path(path).as_posix()})" for path in plot_files]

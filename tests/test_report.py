@@ -84,6 +84,7 @@ def test_report_shows_external_dataset_results_when_evaluated():
     text = report.render_report(PARAMS, metrics, CLASSES, report.counts_table(COUNTS), [])
 
     assert "## External dataset" in text and "4 images scored, 2 unusable" in text
+    assert "| metric | model (external) |" in text
     assert "Also measured on one external dataset (`isic_binary`" in text
 
 

@@ -1,9 +1,10 @@
-"""Command line: `python -m lib run|check|notebook|compare|serve ...`.
+"""Command line: `python -m lib run|sweep|check|notebook|compare|serve ...`.
 
     python -m lib run params/demo.yaml                      # the whole pipeline into outputs/demo/
     python -m lib run params/demo.yaml --name quick -p train.epochs=1
     python -m lib run params/demo.yaml --resume             # continue an interrupted run
     python -m lib run params/demo.yaml --until 03_train     # train only (the test split stays unread)
+    python -m lib sweep params/demo.yaml --seeds 3          # one run per seed, and their mean and spread
     python -m lib check params/*.yaml                       # validate params files only
     python -m lib notebook outputs/demo 04_evaluate         # rerun one notebook on an existing run
     python -m lib compare outputs/                          # table of every run's params and metrics
@@ -34,6 +35,20 @@ def main(argv=None):
     run.add_argument("--outputs", default=str(paths.OUTPUTS_DIR), help="where run folders go (default: outputs/)")
     run.add_argument("--kernel", default="python3", help="Jupyter kernel to execute with (default: python3)")
     run.add_argument("--log-output", action="store_true", help="stream every cell's output to the terminal")
+
+    sweep = commands.add_parser("sweep", help="run a params file once per seed and aggregate the test metrics")
+    sweep.add_argument("params_file")
+    sweep.add_argument("--seeds", type=int, default=3, help="how many seeds: the file's seed and the next ones [3]")
+    sweep.add_argument("--name", help="sweep name: runs <name>-seed<seed>, record <name>-sweep.json "
+                                      "(default: the params file's name)")
+    sweep.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a parameter in every run, e.g. -p train.epochs=1 (repeatable; not seed)")
+    sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    sweep.add_argument("--outputs", default=str(paths.OUTPUTS_DIR), help="where run folders go (default: outputs/)")
+    sweep.add_argument("--no-shared-data", dest="share_data", action="store_false",
+                       help="run notebooks 01-02 in every run instead of copying the first run's products")
+    sweep.add_argument("--kernel", default="python3")
+    sweep.add_argument("--log-output", action="store_true")
 
     check = commands.add_parser("check", help="validate params files without running anything")
     check.add_argument("params_files", nargs="+")
@@ -71,6 +86,15 @@ def run_command(args):
     return 0
 
 
+def sweep_command(args):
+    from lib import sweep
+
+    sweep.run_sweep(args.params_file, seeds=args.seeds, overrides=args.param, name=args.name,
+                    outputs_dir=paths.resolve(args.outputs), resume=args.resume, kernel_name=args.kernel,
+                    log_output=args.log_output, share_data=args.share_data)
+    return 0
+
+
 def check_command(args):
     from lib import params
 
@@ -102,7 +126,7 @@ def serve_command(args):
     return 0
 
 
-COMMANDS = {"run": run_command, "check": check_command, "notebook": notebook_command,
+COMMANDS = {"run": run_command, "sweep": sweep_command, "check": check_command, "notebook": notebook_command,
             "compare": compare_command, "serve": serve_command}
 
 if __name__ == "__main__":

@@ -198,6 +198,20 @@ def finish_step(run_dir, step):
     return seconds
 
 
+def record_copied_steps(run_dir, source_run_dir, steps):
+    """Record in `run_dir` that `steps` finished as they did in `source_run_dir`, whose products of them were
+    copied here (a seed sweep shares notebooks 01-02 between its runs); each entry names where it came from."""
+    source = read_progress(source_run_dir)
+    missing = [step for step in steps if step not in finished_steps(source_run_dir)]
+    if missing:
+        raise RunError(f"cannot copy {', '.join(missing)} from {source_run_dir}: not finished there")
+    progress = read_progress(run_dir)
+    for step in steps:
+        _check_step(step)
+        progress[step] = {**source[step], "copied_from": Path(source_run_dir).name}
+    write_json(Path(run_dir) / PROGRESS, progress)
+
+
 def finished_steps(run_dir):
     """The steps whose products are complete and current (finished, and not stale)."""
     return [step for step, entry in read_progress(run_dir).items()

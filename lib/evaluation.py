@@ -1,85 +1,113 @@
-"""Evaluate a trained classifier: predictions on any list of images, scikit-learn metrics beside
-baselines, calibration data and Grad-CAM heat maps. Figures live in `plots.py`, files in `report.py`."""
+"""Evaluate a trained classifier: predictions on any list of images (with test-time augmentation views),
+scikit-learn metrics beside baselines, with bootstrap intervals, a temperature fitted on validation, the screening
+operating point, the out-of-distribution cut-off, results per subgroup, and Grad-CAM heat maps. The statistics
+live in `statistics.py`, figures in `plots.py`, files in `report.py`.
 
+What the web page runs is the model on one view of the photo, its probabilities calibrated by the temperature:
+`evaluate` reports exactly that as the headline, and test-time augmentation beside it.
+"""
+
+import dataclasses
+import hashlib
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from sklearn import metrics as skmetrics
 from sklearn.dummy import DummyClassifier
 from sklearn.preprocessing import label_binarize
 
-from lib.errors import ImageError
+from lib import inputs, registry, statistics
 
 logger = logging.getLogger(__name__)
 
 # The class whose miss matters most: melanoma for HAM10000 labels, malignant for binary labels.
 MELANOMA_CLASSES = ("mel", "malignant")
-# Metrics repeated for variants of the evaluation (test-time augmentation, external data).
+# Metrics repeated for variants of the evaluation (test-time augmentation, validation, external data).
 HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "top2_accuracy", "top3_accuracy")
+# Views averaged by each test-time augmentation mode (`view` numbers them: the first 4 are the flips).
+TTA_VIEWS = {"off": 1, "flips": 4, "dihedral": 8}
+# Below this share of validation images' top probability, an input is "unlike the training data" (web page).
+OOD_QUANTILE = 0.05
+# Subgroups smaller than this are flagged: one image more or less moves their balanced accuracy by several points,
+# and fewer melanomas than SMALL_GROUP_MELANOMAS make a sensitivity whose 95% interval spans 0.3 or more.
+SMALL_GROUP_IMAGES = 30
+SMALL_GROUP_MELANOMAS = 10
+# Age bands of the model card (years; lower bound inclusive).
+AGE_BANDS = ((0, "under 30"), (30, "30-44"), (45, "45-59"), (60, "60-74"), (75, "75 and over"))
+AGE_ORDER = {name: position for position, (_, name) in enumerate(AGE_BANDS)}
+SUBGROUPS = {"age": "age band", "sex": "sex", "localization": "body site", "dx_type": "diagnosis confirmed by"}
 
 
-def read_manifest(manifest_path, split="test"):
-    """Rows of a run's data/manifest.csv for one split (all rows if `split` is None), with an extra
-    `abs_path` column: the image path made absolute against the run directory (the manifest's parent's
-    parent). Works for any run's manifest, so an external dataset prepared by notebook 02 in its own
-    run folder can be evaluated the same way."""
-    manifest_path = Path(manifest_path)
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"manifest not found: {manifest_path}; run notebook 02_preprocess first")
-    table = pd.read_csv(manifest_path)
-    if split is not None:
-        if split not in set(table["split"]):
-            raise ValueError(f"no '{split}' rows in {manifest_path}; splits present: "
-                             f"{', '.join(sorted(set(table['split'])))}")
-        table = table[table["split"] == split].reset_index(drop=True)
-    run_dir = manifest_path.parent.parent
-    table["abs_path"] = [str(run_dir / path) for path in table["path"]]
-    return table
+# ---- predictions ------------------------------------------------------------------------------------
+
+def view(images, index):
+    """View `index` (0-7) of images (N, S, S, 3): 0 the image, 1 flipped left-right, 2 upside down, 3 both
+    (a half turn); 4-7 the same after swapping rows and columns (a transpose), which gives the quarter turns.
+    Lesions have no up or left, so all 8 are equally valid pictures of them."""
+    if not 0 <= index < 8:
+        raise ValueError(f"view index must be 0-7; got {index}")
+    if index >= 4:
+        images = images.transpose(0, 2, 1, 3)
+    if index % 2:
+        images = images[:, :, ::-1]
+    if index % 4 >= 2:
+        images = images[:, ::-1]
+    return np.ascontiguousarray(images)
 
 
-def load_images(image_paths, image_size):
-    """Decode PNG/JPEG files to a float32 array (N, image_size, image_size, 3) of RGB values in [0, 255],
-    the model's input. Images must already be image_size x image_size (notebook 02 makes them so)."""
-    images = np.empty((len(image_paths), image_size, image_size, 3), dtype=np.float32)
-    for index, path in enumerate(image_paths):
-        with Image.open(path) as image:
-            if image.size != (image_size, image_size):
-                raise ImageError(f"{path} is {image.size[0]}x{image.size[1]}, the model expects "
-                                 f"{image_size}x{image_size}: preprocess it with notebook 02 "
-                                 f"(data.image_size: {image_size})")
-            images[index] = np.asarray(image.convert("RGB"), dtype=np.float32)
-    return images
-
-
-def predict_probabilities(model, images, batch_size=32, tta=False):
-    """Class probabilities (N, C) for float RGB images (N, S, S, 3) in [0, 255]. With `tta`, the mean of
-    the predictions on the image, its horizontal flip, its vertical flip and both flips (lesions have
-    no up or left, so each flip is an equally valid view)."""
+def predict_views(model, images, n_views=1, batch_size=32):
+    """Class probabilities (N, n_views, C) of float RGB images (N, S, S, 3) in [0, 255], for the first `n_views`
+    views (`view`)."""
     if len(images) == 0:
         raise ValueError("no images to predict")
-    views = [images]
-    if tta:
-        views += [images[:, :, ::-1], images[:, ::-1, :], images[:, ::-1, ::-1]]
     outputs = []
-    for view in views:
+    for index in range(n_views):
+        pictures = view(np.asarray(images, dtype=np.float32), index)
         # training=False: keeps any augmentation layer saved inside the model switched off
-        batches = [np.asarray(model(np.ascontiguousarray(view[start:start + batch_size]), training=False))
-                   for start in range(0, len(view), batch_size)]
-        outputs.append(np.concatenate(batches))
-    return np.mean(outputs, axis=0)
+        outputs.append(np.concatenate([np.asarray(model(pictures[start:start + batch_size], training=False))
+                                       for start in range(0, len(pictures), batch_size)]))
+    return np.stack(outputs, axis=1)
 
 
-def predict_paths(model, image_paths, image_size, batch_size=32, tta=False):
-    """`predict_probabilities` on image files, loading one batch at a time to bound memory."""
-    chunks = [predict_probabilities(model, load_images(image_paths[start:start + batch_size], image_size),
-                                    batch_size=batch_size, tta=tta)
-              for start in range(0, len(image_paths), batch_size)]
-    if not chunks:
+def predict_paths(model, image_paths, image_size, n_views=1, batch_size=32):
+    """`predict_views` on processed images (decoded by `inputs.load_processed`), one batch in memory at a time."""
+    image_paths = list(image_paths)
+    if not image_paths:
         raise ValueError("no image paths to predict")
-    return np.concatenate(chunks)
+    return np.concatenate([predict_views(model, inputs.load_processed(image_paths[start:start + batch_size],
+                                                                      image_size), n_views, batch_size)
+                           for start in range(0, len(image_paths), batch_size)])
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitPredictions:
+    """The model's outputs on one split: `rows` its manifest rows (image_id, label, lesion_id, and subgroup
+    columns when the dataset has them), `views` probabilities (N, V, C) of the first V views of each image."""
+    rows: pd.DataFrame
+    views: np.ndarray
+
+    def probabilities(self, tta="off"):
+        """(N, C): the mean over the views of a TTA mode (off: the image as it is)."""
+        if TTA_VIEWS[tta] > self.views.shape[1]:
+            raise ValueError(f"tta {tta!r} needs {TTA_VIEWS[tta]} views; only {self.views.shape[1]} were predicted")
+        return self.views[:, :TTA_VIEWS[tta]].mean(axis=1)
+
+
+def views_needed(tta):
+    """How many views `evaluate.tta` needs predicted (auto compares every mode)."""
+    if tta not in registry.TTA_MODES:
+        raise ValueError(f"unknown tta {tta!r}; choose one of: {', '.join(registry.TTA_MODES)}")
+    return max(TTA_VIEWS.values()) if tta == "auto" else TTA_VIEWS[tta]
+
+
+def predict_split(model, rows, image_size, n_views=1, batch_size=32):
+    """`SplitPredictions` of manifest `rows` (with abs_path, as `artifacts.read_manifest` gives them), or None
+    when there are no rows (a run without a validation split)."""
+    if len(rows) == 0:
+        return None
+    rows = rows.reset_index(drop=True)
+    return SplitPredictions(rows, predict_paths(model, rows["abs_path"], image_size, n_views, batch_size))
 
 
 def label_indices(labels, class_names):
@@ -127,12 +155,11 @@ def positive_class_index(class_names):
 def melanoma_screening(true_indices, predicted_indices, class_names):
     """Sensitivity and specificity of the `mel` (or `malignant`) class against all others, or None
     when neither is a class."""
-    names = [name for name in MELANOMA_CLASSES if name in class_names]
-    if not names:
+    positive = screening_index(class_names)
+    if positive is None:
         return None
-    positive = list(class_names).index(names[0])
     truth, predicted = true_indices == positive, predicted_indices == positive
-    result = {"class": names[0], "sensitivity": None, "specificity": None}
+    result = {"class": class_names[positive], "sensitivity": None, "specificity": None}
     if truth.any():
         result["sensitivity"] = float(skmetrics.recall_score(truth, predicted, pos_label=True))
     if (~truth).any():
@@ -226,16 +253,264 @@ def baseline_metrics(train_labels, test_labels, class_names, seed):
     return baselines
 
 
-def summarize(labels, probabilities, class_names, train_labels, seed, tta_probabilities=None):
-    """The content of metrics.json: `compute_metrics` plus classes, baselines {majority, stratified}
-    fitted on `train_labels`, and tta (headline metrics of `tta_probabilities`, or None)."""
-    result = {"classes": list(class_names), **compute_metrics(labels, probabilities, class_names)}
-    result["baselines"] = baseline_metrics(train_labels, labels, class_names, seed=seed)
-    result["tta"] = None
-    if tta_probabilities is not None:
-        tta = compute_metrics(labels, tta_probabilities, class_names)
-        result["tta"] = {key: tta[key] for key in HEADLINE_METRICS if key in tta}
+def headline(labels, probabilities, class_names):
+    """The HEADLINE_METRICS of `compute_metrics`, with n (the number of images)."""
+    computed = compute_metrics(labels, probabilities, class_names)
+    return {"n": computed["n_test"], **{key: computed[key] for key in HEADLINE_METRICS if key in computed}}
+
+
+def screening_index(class_names):
+    """Index of the screening class (`mel`, else `malignant`), or None when the labels have neither."""
+    names = [name for name in MELANOMA_CLASSES if name in class_names]
+    return list(class_names).index(names[0]) if names else None
+
+
+def test_set_fingerprint(image_ids):
+    """{"sha256", "n"}: the SHA-256 of the sorted image ids, one per line. Two runs with the same fingerprint were
+    tested on the same images, so their numbers compare; `compare` groups runs by it."""
+    ids = sorted(str(image_id) for image_id in image_ids)
+    return {"sha256": hashlib.sha256("\n".join(ids).encode("utf-8")).hexdigest(), "n": len(ids)}
+
+
+def calibrated(split, temperature, tta="off"):
+    """(N, C) probabilities of a `SplitPredictions` (the mean over the views of `tta`) scaled by the temperature
+    block of metrics.json (unchanged when it is None)."""
+    probabilities = split.probabilities(tta)
+    return probabilities if temperature is None else statistics.apply_temperature(probabilities,
+                                                                                   temperature["value"])
+
+
+def temperature_scaling(validation_true, validation_probabilities, test_true, test_probabilities):
+    """metrics.json's "temperature": T fitted on the validation split's single-view probabilities (what the web
+    page computes), and the expected calibration error before and after scaling, on validation and on test."""
+    value = statistics.fit_temperature(validation_true, validation_probabilities)
+
+    def ece(true_indices, probabilities):
+        return calibration(true_indices, probabilities)["ece"]
+
+    return {"value": value, "fitted_on": "validation", "n": int(len(validation_true)),
+            "validation_ece_before": ece(validation_true, validation_probabilities),
+            "validation_ece_after": ece(validation_true, statistics.apply_temperature(validation_probabilities, value)),
+            "test_ece_before": ece(test_true, test_probabilities),
+            "test_ece_after": ece(test_true, statistics.apply_temperature(test_probabilities, value))}
+
+
+def choose_operating_point(validation_true, validation_probabilities, class_names, target_sensitivity):
+    """metrics.json's "operating_point" without its test figures: the threshold on the calibrated probability of
+    the screening class that catches `target_sensitivity` of its validation images with the best specificity.
+    None when the labels have no screening class, or the validation split lacks positives or negatives."""
+    index = screening_index(class_names)
+    if index is None:
+        return None
+    positive = np.asarray(validation_true) == index
+    if positive.all() or not positive.any():
+        logger.warning("no operating point: the validation split has %d %s images of %d", int(positive.sum()),
+                       class_names[index], len(positive))
+        return None
+    threshold, sensitivity, specificity = statistics.threshold_for_sensitivity(
+        positive, validation_probabilities[:, index], target_sensitivity)
+    return {"class": class_names[index], "threshold": threshold, "target_sensitivity": float(target_sensitivity),
+            "validation": {"sensitivity": sensitivity, "specificity": specificity}}
+
+
+def flagged_by(operating_point, probabilities, class_names):
+    """Booleans (N,): the images whose calibrated probability of the operating point's class reaches its
+    threshold (what the web page flags), or None without an operating point."""
+    if operating_point is None:
+        return None
+    return probabilities[:, list(class_names).index(operating_point["class"])] >= operating_point["threshold"]
+
+
+def low_confidence_cutoff(validation_probabilities):
+    """metrics.json's "ood": the OOD_QUANTILE of the calibrated top probability on the validation split."""
+    return {"score": "max_probability",
+            "threshold": statistics.low_confidence_cutoff(validation_probabilities, OOD_QUANTILE),
+            "quantile": OOD_QUANTILE, "fitted_on": "validation", "n": int(len(validation_probabilities))}
+
+
+def resampling_groups(rows):
+    """What the bootstrap draws: each image's lesion_id (an image is its own lesion where none is given)."""
+    image_ids = rows["image_id"].astype(str)
+    return rows["lesion_id"].astype(str).where(rows["lesion_id"].notna(), image_ids) if "lesion_id" in rows \
+        else image_ids
+
+
+def bootstrap_intervals(true_indices, probabilities, weights, class_names, flagged=None):
+    """`statistics.bootstrap` with the class roles read from `class_names`: the screening class, and the class
+    whose score is the binary ROC AUC (as in `roc_auc`)."""
+    binary = len(class_names) == 2
+    return statistics.bootstrap(true_indices, probabilities, weights,
+                                auc_positive_index=positive_class_index(class_names) if binary else None,
+                                screening_index=screening_index(class_names), flagged=flagged)
+
+
+def operating_point_on_test(operating_point, test_true, flagged, intervals, class_names):
+    """The operating point with its "test" figures: sensitivity and specificity at the threshold, each
+    {"value", "ci"}."""
+    positive = np.asarray(test_true) == list(class_names).index(operating_point["class"])
+    sensitivity, specificity = (float(value[0]) for value in
+                                statistics.binary_scores(np.ones((1, len(positive))), positive, flagged))
+    ci = intervals or {}
+    return {**operating_point, "test": {
+        "sensitivity": {"value": None if np.isnan(sensitivity) else sensitivity,
+                        "ci": ci.get("operating_point_sensitivity")},
+        "specificity": {"value": None if np.isnan(specificity) else specificity,
+                        "ci": ci.get("operating_point_specificity")}}}
+
+
+def choose_tta(mode, validation, class_names):
+    """metrics.json's "tta" without its test figures: {"mode", "chosen", "views", "validation_balanced_accuracy"
+    {variant: value}}. A fixed mode is used as asked; auto takes the variant with the highest validation balanced
+    accuracy (the fewest views on a tie) and falls back to off without a validation split."""
+    candidates = list(TTA_VIEWS) if mode == "auto" else sorted({"off", mode}, key=list(TTA_VIEWS).index)
+    scores = {}
+    if validation is not None:
+        true_indices = label_indices(validation.rows["label"], class_names)
+        for variant in candidates:
+            predicted = validation.probabilities(variant).argmax(axis=1)
+            scores[variant] = float(skmetrics.balanced_accuracy_score(true_indices, predicted))
+    if mode != "auto":
+        chosen = mode
+    else:
+        chosen = max(scores, key=lambda variant: (scores[variant], -TTA_VIEWS[variant])) if scores else "off"
+    return {"mode": mode, "chosen": chosen, "views": TTA_VIEWS[chosen], "validation_balanced_accuracy": scores}
+
+
+def subgroup_labels(rows, column):
+    """Each row's subgroup for a SUBGROUPS column (age: AGE_BANDS of the age in years), "unknown" where missing;
+    None when the column is absent or splits the images into fewer than two known groups."""
+    if column not in rows:
+        return None
+    if column == "age":
+        years = pd.to_numeric(rows[column], errors="coerce")
+        bounds = [low for low, _ in AGE_BANDS] + [np.inf]
+        labels = pd.cut(years, bounds, right=False, labels=[name for _, name in AGE_BANDS]).astype(object)
+    else:
+        labels = rows[column].astype(object).where(rows[column].notna() & (rows[column].astype(str) != ""))
+    if labels.dropna().nunique() < 2:
+        return None
+    return labels.fillna("unknown").astype(str)
+
+
+def subgroup_results(rows, true_indices, probabilities, class_names, flagged=None):
+    """Balanced accuracy and screening-class sensitivity (at the argmax and, with `flagged`, at the operating
+    point) per subgroup of SUBGROUPS, with counts; groups under SMALL_GROUP_IMAGES images, or whose sensitivity
+    rests on fewer than SMALL_GROUP_MELANOMAS positives, are marked small. None without subgroup columns."""
+    true_indices, predicted = np.asarray(true_indices), probabilities.argmax(axis=1)
+    index = screening_index(class_names)
+    positive = true_indices == index
+    groups = []
+    for column, title in SUBGROUPS.items():
+        labels = subgroup_labels(rows, column)
+        if labels is None:
+            continue
+        for group in sorted(labels.unique(), key=lambda name: (name == "unknown", AGE_ORDER.get(name, 0), name)):
+            members = (labels == group).to_numpy()
+            weights = members[None].astype(float)  # the group as a single "resample"
+            scores = statistics.confusion_scores(statistics.confusion_matrices(weights, true_indices, predicted,
+                                                                               len(class_names)))
+            result = {"by": title, "group": group, "n": int(members.sum()), "n_positive": int(positive[members].sum()),
+                      "balanced_accuracy": _number(scores["balanced_accuracy"][0])}
+            if index is not None:
+                result["sensitivity"] = _number(statistics.binary_scores(weights, positive, predicted == index)[0][0])
+                if flagged is not None:
+                    result["operating_point_sensitivity"] = _number(
+                        statistics.binary_scores(weights, positive, flagged)[0][0])
+            result["small"] = (result["n"] < SMALL_GROUP_IMAGES
+                               or index is not None and result["n_positive"] < SMALL_GROUP_MELANOMAS)
+            groups.append(result)
+    if not groups:
+        return None
+    return {"class": None if index is None else class_names[index], "min_images": SMALL_GROUP_IMAGES,
+            "min_positives": SMALL_GROUP_MELANOMAS, "groups": groups}
+
+
+def _number(value):
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def evaluate(test, validation, class_names, train_labels, tta="off", n_resamples=1000, target_sensitivity=0.85,
+             seed=42, bootstrap_seed=42):
+    """The content of metrics.json for `SplitPredictions` of the test and validation splits (validation may be
+    None). The headline describes what the web page runs: one view, probabilities scaled by the temperature fitted
+    on validation. Keys: classes, test_set, the `compute_metrics` keys, baselines (fitted on `train_labels`,
+    seeded by `seed`), validation (headline on validation), temperature, operating_point, ood, bootstrap
+    (`n_resamples` resamples of whole lesions drawn with `bootstrap_seed`; None for 0), tta and subgroups."""
+    if test is None:
+        raise ValueError("no test split to evaluate: set data.test_fraction above 0 (or use a dataset with a test "
+                         "folder) and rerun notebook 02_preprocess")
+    test_true = label_indices(test.rows["label"], class_names)
+    validation_true = None if validation is None else label_indices(validation.rows["label"], class_names)
+    temperature = None if validation is None else temperature_scaling(
+        validation_true, validation.probabilities(), test_true, test.probabilities())
+    test_probabilities = calibrated(test, temperature)
+    metrics = {"classes": list(class_names), "test_set": test_set_fingerprint(test.rows["image_id"]),
+               **compute_metrics(test.rows["label"], test_probabilities, class_names)}
+    metrics["notes"] += _notes(test, validation)
+    metrics["baselines"] = baseline_metrics(train_labels, test.rows["label"], class_names, seed=seed)
+    metrics["temperature"] = temperature
+    validation_probabilities = None if validation is None else calibrated(validation, temperature)
+    metrics["validation"] = (None if validation is None else
+                             headline(validation.rows["label"], validation_probabilities, class_names))
+    operating_point = (None if validation is None else
+                       choose_operating_point(validation_true, validation_probabilities, class_names,
+                                              target_sensitivity))
+    flagged = flagged_by(operating_point, test_probabilities, class_names)
+    metrics["ood"] = None if validation is None else low_confidence_cutoff(validation_probabilities)
+    weights = (statistics.resample_weights(resampling_groups(test.rows), n_resamples, bootstrap_seed)
+               if n_resamples else None)
+    intervals = (None if weights is None else
+                 bootstrap_intervals(test_true, test_probabilities, weights, class_names, flagged))
+    metrics["bootstrap"] = None if weights is None else {
+        "n_resamples": int(n_resamples), "seed": int(bootstrap_seed), "confidence": 0.95,
+        "unit": "lesion" if resampling_groups(test.rows).nunique() < len(test.rows) else "image",
+        "n_units": int(resampling_groups(test.rows).nunique()), "intervals": intervals}
+    metrics["operating_point"] = (None if operating_point is None else
+                                  operating_point_on_test(operating_point, test_true, flagged, intervals, class_names))
+    metrics["tta"] = tta_results(tta, test, validation, class_names, temperature, test_true, weights)
+    metrics["subgroups"] = subgroup_results(test.rows, test_true, test_probabilities, class_names, flagged)
+    return metrics
+
+
+def tta_results(mode, test, validation, class_names, temperature, test_true, weights):
+    """metrics.json's "tta": `choose_tta`, and with a chosen variant other than off its "test" headline metrics
+    (calibrated by the same temperature) with their bootstrap "intervals"."""
+    result = choose_tta(mode, validation, class_names)
+    result["test"] = None
+    if result["chosen"] != "off":
+        probabilities = calibrated(test, temperature, result["chosen"])
+        result["test"] = headline(test.rows["label"], probabilities, class_names)
+        result["test"]["intervals"] = (None if weights is None else
+                                       bootstrap_intervals(test_true, probabilities, weights, class_names))
     return result
+
+
+def _notes(test, validation):
+    if validation is None:
+        return ["no validation split: no temperature, operating point, out-of-distribution cut-off or TTA choice "
+                "(set data.validation_fraction above 0)"]
+    if set(validation.rows["image_id"]) & set(test.rows["image_id"]):
+        return ["the validation split shares images with the test split (data.test_as_validation): the temperature, "
+                "the operating point and the TTA choice were fitted on test images, so their test figures are "
+                "optimistic"]
+    return []
+
+
+def score_external(model, used, skipped, class_names, image_size, temperature, source, dataset, batch_size=32):
+    """Score the model on the external dataset `dataset` from `source`, prepared by `preprocess.prepare_external`
+    (`used`, `skipped`): (metrics.json's "external", predictions table). Images whose class the model does not know
+    are counted and left out; probabilities are scaled by the run's `temperature` block (or None), as on test."""
+    known = used[used["label"].isin(class_names)].reset_index(drop=True)
+    if known.empty:
+        raise ValueError(f"no external image has one of the model's classes ({', '.join(class_names)}); "
+                         f"its labels: {', '.join(sorted(map(str, used['label'].unique())))}")
+    split = SplitPredictions(known, predict_paths(model, known["abs_path"], image_size, 1, batch_size))
+    probabilities = calibrated(split, temperature)
+    metrics = {"source": source, "dataset": dataset, "n_skipped": int(len(skipped)),
+               "n_unknown_label": int(len(used) - len(known)),
+               "test_set": test_set_fingerprint(known["image_id"]),
+               **compute_metrics(known["label"], probabilities, class_names)}
+    return metrics, predictions_table(known["image_id"], known["label"], probabilities, class_names)
 
 
 def predictions_table(image_ids, labels, probabilities, class_names):

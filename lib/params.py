@@ -153,7 +153,14 @@ class ExternalDataParams:
 
 @dataclass
 class EvaluateParams:
-    tta: bool = False  # also report test-time augmentation (flips) beside the plain result
+    # test-time augmentation reported beside the plain model (which the web page runs); auto: the variant with the
+    # higher validation balanced accuracy
+    tta: str = field(default="off", metadata=choice(*registry.TTA_MODES))
+    # resamples of the test set (whole lesions) behind each 95% interval; 0: no intervals. All are held at once:
+    # 10,000 resamples of 1,500 test images take about 0.5 GB
+    bootstrap: int = field(default=1000, metadata=bounded(0, 10_000))
+    # the melanoma (or malignant) threshold is set on validation to catch at least this share of them
+    target_sensitivity: float = field(default=0.85, metadata=bounded(0.01, 1.0))
     gradcam_images_per_class: int = field(default=2, metadata=bounded(0, 100))
     external: typing.Optional[ExternalDataParams] = None
 

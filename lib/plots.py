@@ -74,9 +74,9 @@ def roc_curves(labels, probabilities, class_names, out_path):
     return save(figure, out_path)
 
 
-def reliability_diagram(calibration, out_path):
+def reliability_diagram(calibration, out_path, title="Reliability diagram"):
     """Accuracy against mean confidence per confidence bin (from `evaluation.calibration`), with the
-    perfect-calibration diagonal, bin counts below and the ECE in the title."""
+    perfect-calibration diagonal, bin counts below and the ECE after the `title`."""
     bins = [item for item in calibration["bins"] if item["count"]]
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6), sharex=True,
                                          gridspec_kw={"height_ratios": [3, 1]})
@@ -88,7 +88,7 @@ def reliability_diagram(calibration, out_path):
     top.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
     top.set_ylabel("accuracy")
     top.set_ylim(0, 1)
-    top.set_title(f"Reliability diagram (ECE {calibration['ece']:.3f})")
+    top.set_title(f"{title} (ECE {calibration['ece']:.3f})")
     top.legend(loc="upper left", fontsize="small")
     bottom.bar([item["lower"] for item in bins], [item["count"] for item in bins], width=width,
                align="edge", edgecolor="black", color="grey")

@@ -1,14 +1,15 @@
-"""The run comparison table over fake run folders."""
+"""The run comparison table, its warnings and the seed sweeps' aggregates, over fake run folders."""
 
 import json
 
 import pandas as pd
+import pytest
 import yaml
 
-from lib import compare
+from lib import artifacts, compare
 
 
-def make_run(outputs_dir, name, backbone, learning_rate, metrics=None, params_file=None):
+def make_run(outputs_dir, name, backbone, learning_rate, metrics=None, params_file=None, stale=None):
     run_dir = outputs_dir / name
     run_dir.mkdir(parents=True)
     params = {"name": name, "seed": 42, "data": {"dataset": "ham10000", "labels": "dx", "image_size": 64},
@@ -19,6 +20,10 @@ def make_run(outputs_dir, name, backbone, learning_rate, metrics=None, params_fi
         (run_dir / "provenance.json").write_text(json.dumps({"params_file": params_file}))
     if metrics is not None:
         (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        artifacts.start_step(run_dir, "04_evaluate")
+        artifacts.finish_step(run_dir, "04_evaluate")
+    if stale:
+        artifacts.start_step(run_dir, stale)  # an earlier step runs again: the metrics describe an older model
     return run_dir
 
 
@@ -73,3 +78,78 @@ def test_main_reports_a_missing_outputs_folder_without_a_traceback(tmp_path, cap
     assert compare.main([str(tmp_path / "missing")]) == 1
 
     assert "outputs folder not found" in capsys.readouterr().err
+
+
+def with_test_set(metrics, sha256, **changes):
+    return {**metrics, "test_set": {"sha256": sha256, "n": 60}, **changes}
+
+
+def test_stale_runs_are_marked_and_named_in_a_warning(tmp_path):
+    make_run(tmp_path, "fresh", "small_cnn", 0.002, metrics=METRICS)
+    make_run(tmp_path, "retrained", "small_cnn", 0.001, metrics=METRICS, stale="03_train")
+
+    table = compare.compare_runs(tmp_path)
+
+    assert list(table["status"]) == ["complete", "stale"]
+    (warning,) = compare.comparison_warnings(table)
+    assert warning.startswith("retrained is stale") and "03_train ran again" in warning and "04_evaluate" in warning
+
+
+def test_runs_are_grouped_by_test_set_and_those_tested_on_other_images_marked(tmp_path):
+    make_run(tmp_path, "a", "small_cnn", 0.001, metrics=with_test_set(METRICS, "f" * 64))
+    make_run(tmp_path, "b", "small_cnn", 0.002, metrics=with_test_set(METRICS, "0" * 64))
+    make_run(tmp_path, "c", "small_cnn", 0.003, metrics=with_test_set(METRICS, "0" * 64))
+    make_run(tmp_path, "d", "small_cnn", 0.004)
+
+    table = compare.compare_runs(tmp_path)
+
+    assert list(table["run"]) == ["b", "c", "a", "d"]  # the larger group first
+    assert list(table["test_set"])[:3] == ["00000000", "00000000", "ffffffff"]
+    assert list(table["different_test_set"]) == [False, False, True, False]
+    assert any("a (ffffffff)" in message and "do not compare" in message
+               for message in compare.comparison_warnings(table))
+
+
+def test_intervals_and_the_screening_operating_point_are_columns(tmp_path):
+    metrics = {**METRICS, "bootstrap": {"intervals": {"balanced_accuracy": [0.55, 0.651], "roc_auc": None}},
+               "operating_point": {"test": {"sensitivity": {"value": 0.86, "ci": [0.7, 0.95]},
+                                            "specificity": {"value": 0.6, "ci": [0.5, 0.7]}}},
+               "validation": {"balanced_accuracy": 0.66}, "temperature": {"value": 1.4}, "tta": {"chosen": "flips"}}
+    make_run(tmp_path, "demo", "small_cnn", 0.002, metrics=metrics)
+
+    row = compare.compare_runs(tmp_path).iloc[0]
+
+    assert row["balanced_accuracy_ci"] == "0.55-0.65" and row["roc_auc_ci"] is None
+    assert row["screening_sensitivity"] == 0.86 and row["val_balanced_accuracy"] == 0.66
+    assert row["temperature"] == 1.4 and row["tta"] == "flips"
+
+
+def test_sweep_aggregate_is_the_mean_and_sample_deviation_of_its_complete_runs(tmp_path):
+    make_run(tmp_path, "s-seed1", "small_cnn", 0.002, metrics=with_test_set(METRICS, "a" * 64, balanced_accuracy=0.6))
+    make_run(tmp_path, "s-seed2", "small_cnn", 0.002, metrics=with_test_set(METRICS, "a" * 64, balanced_accuracy=0.8))
+    make_run(tmp_path, "s-seed3", "small_cnn", 0.002, metrics=with_test_set(METRICS, "a" * 64, balanced_accuracy=0.1),
+             stale="02_preprocess")
+
+    aggregate = compare.aggregate_runs(tmp_path, ["s-seed1", "s-seed2", "s-seed3", "s-seed4"])
+
+    assert [run["status"] for run in aggregate["runs"]] == ["complete", "complete", "stale", "missing"]
+    assert aggregate["n_complete"] == 2 and aggregate["test_set"] == "a" * 64 and aggregate["same_test_set"]
+    balanced = aggregate["metrics"]["balanced_accuracy"]
+    assert balanced["mean"] == pytest.approx(0.7) and balanced["std"] == pytest.approx(0.1414, abs=1e-4)
+    assert balanced["n"] == 2
+
+
+def test_compare_shows_each_sweep_beside_the_runs(tmp_path, capsys):
+    make_run(tmp_path, "s-seed1", "small_cnn", 0.002, metrics=with_test_set(METRICS, "a" * 64, balanced_accuracy=0.6))
+    make_run(tmp_path, "s-seed2", "small_cnn", 0.002, metrics=with_test_set(METRICS, "b" * 64, balanced_accuracy=0.8))
+    artifacts.write_json(tmp_path / "s-sweep.json", {"name": "s", "seeds": [1, 2], "runs": ["s-seed1", "s-seed2"]})
+
+    sweeps = compare.compare_sweeps(tmp_path)
+    assert compare.main([str(tmp_path)]) == 0
+
+    row = sweeps.iloc[0]
+    assert row["sweep"] == "s" and row["complete"] == "2/2" and row["test_set"] == "different"
+    assert row["balanced_accuracy_mean"] == pytest.approx(0.7)
+    printed = capsys.readouterr().out
+    assert "Seed sweeps" in printed and "0.700 ± 0.141" in printed
+    assert (tmp_path / "sweeps.csv").is_file() and "## Seed sweeps" in (tmp_path / "comparison.md").read_text()

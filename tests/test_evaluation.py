@@ -4,9 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from sklearn import metrics as skmetrics
 
-from lib import evaluation
-from lib.errors import ImageError
+from lib import evaluation, statistics
+from lib.errors import TrainingError
 
 CLASSES = ["a", "b", "c"]
 # Six test images: true labels and probabilities whose argmax is a, a, b, b, c, c.
@@ -119,17 +120,6 @@ def test_unknown_label_is_rejected_with_the_known_classes():
         evaluation.compute_metrics(["a", "z"], PROBABILITIES[:2], CLASSES)
 
 
-def test_summary_holds_the_stable_metrics_json_keys():
-    summary = evaluation.summarize(LABELS, PROBABILITIES, CLASSES, train_labels=LABELS, seed=0,
-                                   tta_probabilities=PROBABILITIES)
-
-    for key in ("n_test", "accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "top2_accuracy",
-                "per_class", "baselines", "calibration", "confusion_matrix", "classes", "tta", "melanoma"):
-        assert key in summary
-    assert set(summary["baselines"]) == {"majority", "stratified"}
-    assert summary["tta"]["accuracy"] == summary["accuracy"]
-
-
 def test_predictions_table_and_confident_mistakes():
     table = evaluation.predictions_table([f"img{i}" for i in range(6)], LABELS, PROBABILITIES, CLASSES)
 
@@ -151,33 +141,45 @@ def tiny_model(image_size=8, num_classes=3, seed=0):
     return keras.Model(inputs, outputs)
 
 
-def test_tta_averages_the_model_over_the_four_flips():
+def test_the_eight_views_are_the_distinct_rotations_and_reflections():
+    image = np.arange(2 * 3 * 3 * 3, dtype=np.float32).reshape(2, 3, 3, 3)
+
+    views = [evaluation.view(image, index) for index in range(8)]
+
+    assert len({view.tobytes() for view in views}) == 8
+    assert (views[1] == image[:, :, ::-1]).all() and (views[2] == image[:, ::-1]).all()
+    assert (views[5] == np.rot90(image, k=-1, axes=(1, 2))).all()  # transpose, then left-right: a quarter turn
+    assert (views[6] == np.rot90(image, k=1, axes=(1, 2))).all()
+
+
+def test_predictions_of_each_view_and_their_tta_means():
     model = tiny_model()
     images = np.random.default_rng(0).uniform(0, 255, (5, 8, 8, 3)).astype(np.float32)
 
-    averaged = evaluation.predict_probabilities(model, images, batch_size=2, tta=True)
+    views = evaluation.predict_views(model, images, n_views=8, batch_size=2)
+    split = evaluation.SplitPredictions(pd.DataFrame({"image_id": list("abcde")}), views)
 
-    views = [images, images[:, :, ::-1], images[:, ::-1], images[:, ::-1, ::-1]]
-    expected = np.mean([model.predict(np.ascontiguousarray(view), verbose=0) for view in views], axis=0)
-    assert averaged == pytest.approx(expected, abs=1e-5)
-    assert not np.allclose(averaged, evaluation.predict_probabilities(model, images), atol=1e-4)
+    expected = [model.predict(evaluation.view(images, index), verbose=0) for index in range(8)]
+    assert views.shape == (5, 8, 3) and views[:, 7] == pytest.approx(expected[7], abs=1e-5)
+    assert split.probabilities("off") == pytest.approx(expected[0], abs=1e-5)
+    assert split.probabilities("flips") == pytest.approx(np.mean(expected[:4], axis=0), abs=1e-5)
+    assert split.probabilities("dihedral") == pytest.approx(np.mean(expected, axis=0), abs=1e-5)
+    assert not np.allclose(split.probabilities("dihedral"), split.probabilities("off"), atol=1e-4)
+    assert evaluation.views_needed("auto") == 8 and evaluation.views_needed("flips") == 4
 
 
-def test_images_are_read_from_manifest_paths_relative_to_the_run(tmp_path):
-    (tmp_path / "data" / "processed").mkdir(parents=True)
-    pixels = np.full((8, 8, 3), 200, dtype=np.uint8)
-    Image.fromarray(pixels).save(tmp_path / "data" / "processed" / "x1.png")
-    pd.DataFrame({"image_id": ["x1", "x2"], "label": ["a", "b"], "split": ["test", "train"],
-                  "path": ["data/processed/x1.png", "data/processed/x2.png"]}).to_csv(
-        tmp_path / "data" / "manifest.csv", index=False)
+def test_predict_paths_reads_the_processed_pngs(tmp_path):
+    pixels = np.random.default_rng(3).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    paths = [tmp_path / f"x{index}.png" for index in range(2)]
+    for path, image in zip(paths, pixels):
+        Image.fromarray(image).save(path)
+    model = tiny_model()
 
-    table = evaluation.read_manifest(tmp_path / "data" / "manifest.csv", split="test")
-    images = evaluation.load_images(table["abs_path"], image_size=8)
+    from_files = evaluation.predict_paths(model, paths, image_size=8, n_views=2)
 
-    assert list(table["image_id"]) == ["x1"]
-    assert images.shape == (1, 8, 8, 3) and images.dtype == np.float32 and images.max() == 200.0
-    with pytest.raises(ImageError, match="expects 16x16"):
-        evaluation.load_images(table["abs_path"], image_size=16)
+    assert from_files == pytest.approx(evaluation.predict_views(model, pixels.astype(np.float32), n_views=2), abs=1e-6)
+    with pytest.raises(TrainingError, match="expected \\(16, 16, 3\\)"):
+        evaluation.predict_paths(model, paths, image_size=16)
 
 
 def split_for_gradcam(model, conv_layer_name):
@@ -235,3 +237,201 @@ def test_gradcam_runs_on_the_project_model_split_by_models_gradcam_parts():
 
     assert maps.shape == (2, 16, 16)
     assert maps.min() >= 0.0 and maps.max() <= 1.0
+
+
+# ---- metrics.json: evaluate -------------------------------------------------------------------------
+
+HAM = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+
+
+def predicted_split(n_images, prefix, seed, accuracy=0.7, n_views=1, columns=None):
+    """SplitPredictions of `n_images` HAM10000-like images (two per lesion) from an over-confident model that is
+    right about `accuracy` of the time, the same on every view."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, len(HAM), n_images)
+    right = rng.random(n_images) < accuracy
+    predicted = np.where(right, true, (true + rng.integers(1, len(HAM), n_images)) % len(HAM))
+    logits = rng.normal(0.0, 1.0, (n_images, len(HAM)))
+    logits[np.arange(n_images), predicted] += 3.0
+    probabilities = statistics.apply_temperature(np.exp(logits) / np.exp(logits).sum(1, keepdims=True), 0.4)
+    rows = pd.DataFrame({"image_id": [f"{prefix}{index}" for index in range(n_images)],
+                         "label": [HAM[index] for index in true],
+                         "lesion_id": [f"{prefix}-lesion{index // 2}" for index in range(n_images)],
+                         **(columns or {})})
+    return evaluation.SplitPredictions(rows, np.repeat(probabilities[:, None], n_views, axis=1))
+
+
+def evaluate(test, validation, **options):
+    return evaluation.evaluate(test, validation, HAM, train_labels=test.rows["label"], **options)
+
+
+def test_metrics_json_carries_what_the_web_page_reads():
+    metrics = evaluate(predicted_split(300, "t", seed=1), predicted_split(300, "v", seed=2), n_resamples=200)
+
+    temperature, point, ood = metrics["temperature"], metrics["operating_point"], metrics["ood"]
+    assert set(temperature) == {"value", "fitted_on", "n", "validation_ece_before", "validation_ece_after",
+                                "test_ece_before", "test_ece_after"}
+    assert temperature["value"] > 1 and temperature["fitted_on"] == "validation" and temperature["n"] == 300
+    assert set(point) == {"class", "threshold", "target_sensitivity", "validation", "test"}
+    assert point["class"] == "mel" and 0 < point["threshold"] < 1 and point["target_sensitivity"] == 0.85
+    assert set(point["validation"]) == {"sensitivity", "specificity"}
+    for name in ("sensitivity", "specificity"):
+        low, high = point["test"][name]["ci"]
+        assert low <= point["test"][name]["value"] <= high
+    assert set(ood) == {"score", "threshold", "quantile", "fitted_on", "n"}
+    assert ood["score"] == "max_probability" and ood["quantile"] == 0.05 and ood["n"] == 300
+
+
+def test_temperature_from_validation_calibrates_the_over_confident_model_on_test():
+    metrics = evaluate(predicted_split(400, "t", seed=3), predicted_split(400, "v", seed=4), n_resamples=0)
+
+    temperature = metrics["temperature"]
+    assert temperature["validation_ece_after"] < temperature["validation_ece_before"]
+    assert temperature["test_ece_after"] < 0.75 * temperature["test_ece_before"]
+    # the headline is the calibrated model the web page runs
+    assert metrics["calibration"]["ece"] == pytest.approx(temperature["test_ece_after"])
+    assert metrics["bootstrap"] is None
+
+
+def test_operating_point_reaches_its_target_sensitivity_on_validation():
+    validation = predicted_split(500, "v", seed=5)
+
+    metrics = evaluate(predicted_split(300, "t", seed=6), validation, n_resamples=0, target_sensitivity=0.9)
+
+    point = metrics["operating_point"]
+    probabilities = evaluation.calibrated(validation, metrics["temperature"])
+    melanoma = (validation.rows["label"] == "mel").to_numpy()
+    flagged = probabilities[:, HAM.index("mel")] >= point["threshold"]
+    assert flagged[melanoma].mean() >= 0.9
+    assert point["validation"]["sensitivity"] == pytest.approx(flagged[melanoma].mean())
+    assert point["validation"]["specificity"] == pytest.approx((~flagged[~melanoma]).mean())
+
+
+def test_bootstrap_resamples_whole_lesions_and_brackets_the_test_metrics():
+    metrics = evaluate(predicted_split(300, "t", seed=7), predicted_split(100, "v", seed=8), n_resamples=300)
+
+    bootstrap = metrics["bootstrap"]
+    assert bootstrap["unit"] == "lesion" and bootstrap["n_units"] == 150 and bootstrap["n_resamples"] == 300
+    for name in ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc"):
+        low, high = bootstrap["intervals"][name]
+        assert low < metrics[name] < high, name
+    low, high = bootstrap["intervals"]["melanoma_sensitivity"]
+    assert low <= metrics["melanoma"]["sensitivity"] <= high
+
+
+def test_test_set_fingerprint_ignores_order_and_changes_with_the_images():
+    first = evaluation.test_set_fingerprint(["b", "a", "c"])
+
+    assert first == evaluation.test_set_fingerprint(["c", "b", "a"]) and first["n"] == 3
+    assert first["sha256"] != evaluation.test_set_fingerprint(["a", "b", "d"])["sha256"]
+
+
+def with_noisy_flips(split):
+    """`split` whose first 4 views (the image and its flips) are noise and whose quarter turns are the model's own:
+    only the 8-view average knows better than chance."""
+    views = np.repeat(split.views[:, :1], 8, axis=1)
+    views[:, :4] = np.random.default_rng(0).dirichlet(np.ones(len(HAM)), (len(split.rows), 4))
+    return evaluation.SplitPredictions(split.rows, views)
+
+
+def test_auto_tta_takes_the_variant_that_scores_best_on_validation():
+    test, validation = (with_noisy_flips(predicted_split(200, prefix, seed)) for prefix, seed in (("t", 9), ("v", 10)))
+
+    tta = evaluate(test, validation, tta="auto", n_resamples=100)["tta"]
+
+    scores = tta["validation_balanced_accuracy"]
+    assert set(scores) == {"off", "flips", "dihedral"} and scores["dihedral"] > max(scores["off"], scores["flips"])
+    assert tta["chosen"] == "dihedral" and tta["views"] == 8
+    low, high = tta["test"]["intervals"]["balanced_accuracy"]
+    assert low < tta["test"]["balanced_accuracy"] < high
+
+
+def test_auto_tta_keeps_one_view_when_more_views_do_not_help():
+    test, validation = predicted_split(100, "t", seed=11, n_views=8), predicted_split(100, "v", seed=12, n_views=8)
+
+    tta = evaluate(test, validation, tta="auto", n_resamples=0)["tta"]
+
+    assert tta["chosen"] == "off" and tta["test"] is None
+
+
+def test_without_validation_nothing_is_fitted_and_a_note_says_why():
+    metrics = evaluate(predicted_split(100, "t", seed=13), None, tta="auto", n_resamples=50)
+
+    assert metrics["temperature"] is None and metrics["operating_point"] is None and metrics["ood"] is None
+    assert metrics["validation"] is None and metrics["tta"]["chosen"] == "off"
+    assert any("no validation split" in note for note in metrics["notes"])
+
+
+def test_validation_that_is_the_test_split_is_noted_as_optimistic():
+    test = predicted_split(100, "t", seed=14)
+
+    metrics = evaluate(test, test, n_resamples=0)
+
+    assert any("test_as_validation" in note and "optimistic" in note for note in metrics["notes"])
+
+
+def test_subgroups_give_counts_and_flag_small_groups():
+    columns = {"age": ["35.0"] * 150 + ["80.0"] * 140 + [""] * 10, "sex": ["female", "male"] * 150,
+               "localization": ["back"] * 300, "dx_type": ["histo"] * 300}
+    test = predicted_split(300, "t", seed=15, columns=columns)
+
+    subgroups = evaluate(test, predicted_split(200, "v", seed=16), n_resamples=0)["subgroups"]
+
+    groups = {(group["by"], group["group"]): group for group in subgroups["groups"]}
+    # one body site and one kind of diagnosis: nothing to compare there
+    assert set(groups) == {("age band", "30-44"), ("age band", "75 and over"), ("age band", "unknown"),
+                           ("sex", "female"), ("sex", "male")}
+    assert [group["group"] for group in subgroups["groups"][:3]] == ["30-44", "75 and over", "unknown"]
+    assert groups[("age band", "unknown")]["n"] == 10 and groups[("age band", "unknown")]["small"]
+    female = groups[("sex", "female")]
+    female_rows = test.rows[test.rows["sex"] == "female"]
+    assert female["n"] == 150 and female["n_positive"] == (female_rows["label"] == "mel").sum()
+    assert female["small"] == (female["n_positive"] < evaluation.SMALL_GROUP_MELANOMAS)
+    predicted = test.probabilities().argmax(axis=1)[female_rows.index]
+    truth = evaluation.label_indices(female_rows["label"], HAM)
+    assert female["balanced_accuracy"] == pytest.approx(skmetrics.balanced_accuracy_score(truth, predicted))
+    assert subgroups["class"] == "mel" and subgroups["min_images"] == evaluation.SMALL_GROUP_IMAGES
+
+
+def test_no_subgroups_without_metadata_columns():
+    metrics = evaluate(predicted_split(60, "t", seed=17), predicted_split(60, "v", seed=18), n_resamples=0)
+
+    assert metrics["subgroups"] is None
+
+
+def test_external_dataset_is_scored_without_the_classes_the_model_does_not_know(tmp_path):
+    model = tiny_model()
+    pixels = np.random.default_rng(4).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    for index, image in enumerate(pixels):
+        Image.fromarray(image).save(tmp_path / f"e{index}.png")
+    used = pd.DataFrame({"image_id": [f"e{index}" for index in range(4)], "label": ["a", "b", "c", "zzz"],
+                         "abs_path": [str(tmp_path / f"e{index}.png") for index in range(4)]})
+    skipped = pd.DataFrame({"source_path": ["broken.jpg"], "reason": ["unreadable"]})
+    temperature = {"value": 2.0}
+
+    metrics, table = evaluation.score_external(model, used, skipped, CLASSES, 8, temperature, "local", "other")
+
+    assert metrics["n_test"] == 3 and metrics["n_unknown_label"] == 1 and metrics["n_skipped"] == 1
+    assert metrics["source"] == "local" and metrics["dataset"] == "other"
+    raw = model.predict(pixels[:3].astype(np.float32), verbose=0)
+    assert table[["prob_a", "prob_b", "prob_c"]].to_numpy() == pytest.approx(
+        statistics.apply_temperature(raw, 2.0), abs=1e-5)
+
+
+def test_binary_labels_screen_for_malignant_with_the_binary_auc_interval():
+    def binary_split(prefix, seed):
+        rng = np.random.default_rng(seed)
+        malignant = rng.random(200) < 0.45
+        score = np.clip(np.where(malignant, 0.65, 0.35) + rng.normal(0, 0.2, 200), 0.01, 0.99)
+        rows = pd.DataFrame({"image_id": [f"{prefix}{index}" for index in range(200)],
+                             "label": np.where(malignant, "malignant", "benign"),
+                             "lesion_id": [f"{prefix}{index}" for index in range(200)]})
+        return evaluation.SplitPredictions(rows, np.column_stack([1 - score, score])[:, None])
+
+    metrics = evaluation.evaluate(binary_split("t", 1), binary_split("v", 2), ["benign", "malignant"],
+                                  train_labels=["benign", "malignant"], n_resamples=300)
+
+    assert metrics["operating_point"]["class"] == "malignant"
+    assert metrics["bootstrap"]["unit"] == "image"
+    low, high = metrics["bootstrap"]["intervals"]["roc_auc"]
+    assert low < metrics["roc_auc"] < high

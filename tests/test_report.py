@@ -1,4 +1,4 @@
-"""metrics.json, predictions.csv, report.md with its model card, and the TensorBoard HParams summary."""
+"""metrics.json, predictions.csv, report.md with its model card, and the TensorBoard summary."""
 
 import json
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import evaluation, report
+from lib import artifacts, evaluation, report
 
 CLASSES = ["benign", "malignant"]
 LABELS = ["benign", "benign", "malignant", "malignant"]
@@ -17,8 +17,14 @@ PARAMS = {"name": "isic_demo", "seed": 1, "data": {"source": "kaggle", "dataset"
           "train": {"epochs": 50, "reduce_lr": None}}
 
 
+def split(prefix):
+    rows = pd.DataFrame({"image_id": [f"{prefix}{index}" for index in range(4)], "label": LABELS,
+                         "lesion_id": [f"{prefix}-lesion{index}" for index in range(4)]})
+    return evaluation.SplitPredictions(rows, PROBABILITIES[:, None])
+
+
 def summary():
-    return evaluation.summarize(LABELS, PROBABILITIES, CLASSES, train_labels=LABELS, seed=0)
+    return evaluation.evaluate(split("t"), split("v"), CLASSES, train_labels=LABELS, n_resamples=100, seed=0)
 
 
 def test_flatten_params_joins_nested_keys_with_dots():
@@ -30,11 +36,12 @@ def test_flatten_params_joins_nested_keys_with_dots():
 
 
 def test_metrics_json_round_trips_with_the_stable_keys(tmp_path):
-    path = report.write_json(summary(), tmp_path / "metrics.json")
+    path = artifacts.write_json(tmp_path / "metrics.json", summary())
 
     written = json.loads(path.read_text())
     assert {"n_test", "accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "per_class",
-            "baselines", "melanoma", "calibration", "classes"} <= set(written)
+            "baselines", "melanoma", "calibration", "classes", "test_set", "bootstrap", "temperature",
+            "operating_point", "ood", "tta", "validation"} <= set(written)
     assert set(written["per_class"]["malignant"]) == {"precision", "recall", "f1", "support"}
     assert set(written["baselines"]["majority"]) >= {"accuracy", "balanced_accuracy"}
 
@@ -57,7 +64,10 @@ def test_report_has_metrics_beside_baselines_plots_and_a_model_card():
     text = report.render_report(PARAMS, summary(), CLASSES, report.counts_table(COUNTS),
                                 ["plots/roc.png", "plots/confusion_matrix.png"], training={"best_epoch": 3})
 
-    assert "| balanced accuracy (mean recall) | 0.750 | 0.500 |" in text  # model, then majority baseline
+    # model on test, its interval, on validation, then the majority baseline
+    assert "| metric | model (test) | 95% interval | model (validation) | majority baseline |" in text
+    assert "| balanced accuracy (mean recall) | 0.750 | " in text and " | 0.750 | 0.500 | 0.500 |" in text
+    assert "fingerprint `" in text and "Temperature scaling fitted on 4 validation images" in text
     assert "[roc](plots/roc.png)" in text
     assert "not diagnosis" in text.lower() or "not a medical device" in text.lower()
     assert "copies of HAM10000" in text  # recipe B's data-source shortcut
@@ -73,7 +83,8 @@ def test_report_shows_external_dataset_results_when_evaluated():
 
     text = report.render_report(PARAMS, metrics, CLASSES, report.counts_table(COUNTS), [])
 
-    assert "## External dataset" in text and "4 images scored, 2 unreadable" in text
+    assert "## External dataset" in text and "4 images scored, 2 unusable" in text
+    assert "| metric | model (external) |" in text
     assert "Also measured on one external dataset (`isic_binary`" in text
 
 
@@ -85,30 +96,85 @@ def test_model_card_warns_when_the_test_split_chose_the_checkpoint():
     assert "test numbers are optimistic" in text and "but used to choose the checkpoint" in text
 
 
-def test_hparams_summary_records_params_and_test_metrics(tmp_path):
-    from tensorboard.backend.event_processing import event_accumulator
+def summary_events(log_dir):
+    """{tag: [summary values]} of the evaluation's event file in `log_dir`, read back with TensorFlow."""
+    import tensorflow as tf
+
+    (path,) = log_dir.glob(f"events.out.tfevents.*{report.HPARAMS_FILE_SUFFIX}")
+    values = {}
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+        for value in event.summary.value:
+            values.setdefault(value.tag, []).append(value)
+    return values
+
+
+def hparams_data(values, tag):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    return plugin_data_pb2.HParamsPluginData.FromString(values[tag][0].metadata.plugin_data.content)
+
+
+TRAINING = {"best_epoch": 3, "best_validation_metrics": {"loss": 0.4, "accuracy": 0.8, "balanced_accuracy": 0.7}}
+
+
+def test_tensorboard_hparams_have_typed_domains_read_from_the_params_schema(tmp_path):
+    from tensorboard.plugins.hparams import api_pb2
+
+    report.write_tensorboard(tmp_path / "logs", "isic_demo", PARAMS, summary(), TRAINING)
+
+    experiment = hparams_data(summary_events(tmp_path / "logs"), "_hparams_/experiment").experiment
+    infos = {info.name: info for info in experiment.hparam_infos}
+    assert set(infos) == set(report.HPARAMS)
+    backbone = infos["model.backbone"]
+    assert backbone.type == api_pb2.DATA_TYPE_STRING
+    assert {"mobilenet", "vgg19", "small_cnn"} <= {value.string_value for value in backbone.domain_discrete.values}
+    assert {value.string_value for value in infos["train.class_weight"].domain_discrete.values} == {
+        "none", "balanced", "per-class"}
+    rate = infos["train.learning_rate"]
+    assert rate.type == api_pb2.DATA_TYPE_FLOAT64 and rate.WhichOneof("domain") == "domain_interval"
+    assert (rate.domain_interval.min_value, rate.domain_interval.max_value) == (0.0, 10.0)
+    size = infos["data.image_size"].domain_interval
+    assert (size.min_value, size.max_value) == (32, 1024)
+    for info in infos.values():
+        assert info.WhichOneof("domain") in ("domain_discrete", "domain_interval"), info.name
+
+
+def test_tensorboard_session_holds_the_run_its_metrics_and_ends_with_success(tmp_path):
+    from tensorboard.plugins.hparams import api_pb2
     from tensorboard.util import tensor_util
 
-    written = report.write_hparams(tmp_path / "logs", "isic_demo", report.flatten_params(PARAMS), summary())
+    metrics = summary()
+    written = report.write_tensorboard(tmp_path / "logs", "isic_demo", PARAMS, metrics, TRAINING,
+                                       figures=[write_png(tmp_path / "confusion_matrix.png")], report_text="# report")
 
-    assert "test_balanced_accuracy" in written and "test_top3_accuracy" not in written
-    events = event_accumulator.EventAccumulator(str(tmp_path / "logs"))
-    events.Reload()
-    hparams_tags = events.PluginTagToContent("hparams")
-    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(hparams_tags)
-    assert b"isic_demo" in hparams_tags["_hparams_/session_start_info"]
-    assert b"epoch_accuracy" in hparams_tags["_hparams_/experiment"]
-    accuracy = tensor_util.make_ndarray(events.Tensors("test_accuracy")[0].tensor_proto)
-    assert float(accuracy) == summary()["accuracy"]
+    values = summary_events(tmp_path / "logs")
+    start = hparams_data(values, "_hparams_/session_start_info").session_start_info
+    assert start.group_name == "isic_demo" and start.hparams["model.backbone"].string_value == "vgg19"
+    assert start.hparams["data.image_size"].number_value == 224
+    assert start.hparams["train.class_weight"].string_value == "none"
+    assert hparams_data(values, "_hparams_/session_end_info").session_end_info.status == api_pb2.STATUS_SUCCESS
+    assert "best_validation_balanced_accuracy" in written and "best_validation_auc" not in written
+    assert "test_screening_sensitivity" in written and "test_top3_accuracy" not in written
+    assert float(tensor_util.make_ndarray(values["test_balanced_accuracy"][0].tensor)) == pytest.approx(
+        metrics["balanced_accuracy"])
+    assert float(tensor_util.make_ndarray(values["best_validation_balanced_accuracy"][0].tensor)) == pytest.approx(0.7)
+    assert "confusion_matrix" in values and "report" in values
 
 
-def test_rerun_replaces_the_hparams_summary_and_keeps_other_logs(tmp_path):
+def write_png(path):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(path)
+    return path
+
+
+def test_rerun_replaces_the_tensorboard_summary_and_keeps_other_logs(tmp_path):
     (tmp_path / "logs" / "validation").mkdir(parents=True)
     (tmp_path / "logs" / "validation" / "events.out.tfevents.1.host.v2").write_bytes(b"training")
     (tmp_path / "logs" / "events.out.tfevents.1.host.v2").write_bytes(b"someone else's")
 
-    report.write_hparams(tmp_path / "logs", "isic_demo", {"seed": 1}, summary())
-    report.write_hparams(tmp_path / "logs", "isic_demo", {"seed": 2}, summary())
+    report.write_tensorboard(tmp_path / "logs", "isic_demo", {"seed": 1}, summary())
+    report.write_tensorboard(tmp_path / "logs", "isic_demo", {"seed": 2}, summary())
 
     assert len(list((tmp_path / "logs").glob("events.out.tfevents.*.hparams.v2"))) == 1
     assert (tmp_path / "logs" / "validation" / "events.out.tfevents.1.host.v2").read_bytes() == b"training"

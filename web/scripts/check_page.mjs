@@ -10,6 +10,7 @@
 // without an animation frame), longestTaskMs (PerformanceObserver 'longtask') and paintedStatuses (status texts
 // that were on screen at some frame).
 import { parseArguments, withPage } from './chromium.mjs';
+import { behaviourSince, installProbe, markStart, waitForState } from './page_probe.mjs';
 
 const args = parseArguments();
 const timeout = args.timeout_ms || 60000;
@@ -17,30 +18,6 @@ const origin = new URL(args.url).origin;
 // The controls that must open the file chooser from the keyboard, and the key pressed on each.
 const KEYBOARD_TARGETS = [['drop-zone', 'Enter'], ['drop-zone', 'Space'], ['choose-button', 'Enter'],
   ['capture-button', 'Enter']];
-
-// Installed before the page's scripts: animation frames, status changes, page states and long tasks, timed.
-function installProbe() {
-  const probe = { frames: [], statuses: [], states: [], longTasks: [] };
-  window.pageProbe = probe;
-  let lastStatus = null;
-  const onFrame = (time) => {
-    probe.frames.push(time);
-    const status = document.getElementById('status')?.textContent ?? '';
-    if (status !== lastStatus) { probe.statuses.push([time, status]); lastStatus = status; }
-    requestAnimationFrame(onFrame);
-  };
-  requestAnimationFrame(onFrame);
-  new PerformanceObserver((list) => {
-    for (const entry of list.getEntries()) probe.longTasks.push([entry.startTime, entry.duration]);
-  }).observe({ type: 'longtask', buffered: true });
-  document.addEventListener('DOMContentLoaded', () => new MutationObserver(() => {
-    probe.states.push([performance.now(), document.body.dataset.state]);
-  }).observe(document.body, { attributes: true, attributeFilter: ['data-state'] }));
-}
-
-async function waitForState(page, states) {
-  await page.waitForFunction((wanted) => wanted.includes(document.body.dataset.state), states, { timeout });
-}
 
 async function readPage(page) {
   return page.evaluate(() => {
@@ -64,38 +41,14 @@ async function readPage(page) {
   });
 }
 
-// Mark the start of a user action: returns the page's clock, and resets the state so waits see the outcome.
-async function markStart(page) {
-  return page.evaluate(() => { document.body.dataset.state = 'waiting'; return performance.now(); });
-}
-
-// How the page behaved from `started` until the first outcome ("done" or "error") after it.
-async function behaviourSince(page, started) {
-  return page.evaluate((since) => {
-    const probe = window.pageProbe;
-    const finished = probe.states.find(([time, state]) => time >= since && ['done', 'error'].includes(state));
-    const end = finished ? finished[0] : performance.now();
-    const frames = [since, ...probe.frames.filter((time) => time > since && time <= end), end];
-    const lastBefore = probe.statuses.filter(([time]) => time <= since).pop();
-    return {
-      elapsedMs: end - since,
-      maxFrameGapMs: Math.max(...frames.slice(1).map((time, index) => time - frames[index])),
-      longestTaskMs: Math.max(0, ...probe.longTasks.filter(([time, duration]) => time + duration > since
-        && time < end).map(([, duration]) => duration)),
-      paintedStatuses: [...(lastBefore ? [lastBefore] : []), ...probe.statuses.filter(([time]) => time > since
-        && time <= end)].map(([, status]) => status),
-    };
-  }, started);
-}
-
 async function uploadStep(page, step) {
   const started = await markStart(page);
   await page.setInputFiles('#file-input', step.upload);
   if (step.then_upload) {
-    await waitForState(page, ['busy']);
+    await waitForState(page, timeout, ['busy']);
     await page.setInputFiles('#file-input', step.then_upload);
   }
-  await waitForState(page, ['done', 'error']);
+  await waitForState(page, timeout, ['done', 'error']);
   const behaviour = await behaviourSince(page, started);
   if (step.settle_ms) await page.waitForTimeout(step.settle_ms);  // an earlier photo's late result would show now
   if (step.screenshot) await page.screenshot({ path: step.screenshot, fullPage: true });
@@ -112,8 +65,20 @@ async function describeFocus(page) {
   });
 }
 
-// Tab from the top of the page through every control (run it before any other step, while the focus navigation
-// starts at the top); on each KEYBOARD_TARGETS control press its key and see whether a file chooser opens.
+// Every file chooser the page opens, in order. One listener for the whole session: Playwright intercepts choosers
+// only while a listener exists, and switching that on per key press races with the press (a chooser then goes
+// unseen).
+const openedChoosers = [];
+
+async function chooserAfter(page, count) {
+  const deadline = Date.now() + 3000;
+  while (openedChoosers.length === count && Date.now() < deadline) await page.waitForTimeout(20);
+  return openedChoosers[count] || null;
+}
+
+// Tab from the top of the page through every control (make it the first step, while the focus navigation starts at
+// the top); on each KEYBOARD_TARGETS control press its key and see whether a file chooser opens. "Choose a photo"'s
+// chooser then chooses `keyboard`.
 async function keyboardStep(page, step) {
   const order = [];
   const choosers = [];
@@ -126,19 +91,18 @@ async function keyboardStep(page, step) {
     }
     order.push(focused);
     for (const [id, key] of KEYBOARD_TARGETS.filter(([target]) => target === focused.id)) {
-      const opening = page.waitForEvent('filechooser', { timeout: 3000 }).catch(() => null);
+      const count = openedChoosers.length;
       await page.keyboard.press(key);
-      const chooser = await opening;
+      const chooser = await chooserAfter(page, count);
       choosers.push({ id, key, opened: Boolean(chooser) });
       if (chooser && id === 'choose-button') chooserForUpload = chooser;
-      else if (chooser) await chooser.setFiles([]);  // closed with nothing chosen: an input opens one at a time
     }
   }
   let upload = null;
   if (chooserForUpload) {
     await markStart(page);
     await chooserForUpload.setFiles(step.keyboard);
-    await waitForState(page, ['done', 'error']);
+    await waitForState(page, timeout, ['done', 'error']);
     upload = await readPage(page);
   }
   return { order, choosers, upload };
@@ -146,7 +110,10 @@ async function keyboardStep(page, step) {
 
 async function axeStep(page) {
   if (!(await page.evaluate(() => Boolean(window.axe)))) {
-    await page.addScriptTag({ url: new URL('node_modules/axe-core/axe.min.js', args.url).href });
+    const url = new URL('node_modules/axe-core/axe.min.js', args.url).href;
+    await page.addScriptTag({ url }).catch((error) => {
+      throw new Error(`axe-core did not load from ${url} (${error.message}): run \`npm ci\` in web/`);
+    });
   }
   return page.evaluate(async () => {
     const { violations } = await window.axe.run(document, { resultTypes: ['violations'] });
@@ -167,9 +134,10 @@ const result = await withPage(args.chromium, async (page, log) => {
     const url = new URL(request.url());
     if (!['data:', 'blob:'].includes(url.protocol) && url.origin !== origin) foreign.push(request.url());
   });
+  page.on('filechooser', (chooser) => openedChoosers.push(chooser));
   await page.addInitScript(installProbe);
   await page.goto(args.url);
-  await waitForState(page, ['ready', 'error']);
+  await waitForState(page, timeout, ['ready', 'error']);
   const loaded = await readPage(page);
   const steps = {};
   for (const step of args.steps || []) {

@@ -337,7 +337,7 @@ def test_metadata_carries_calibration_keys_from_metrics_and_defaults_without_the
     assert metadata["operating_point"] == {"class": "mel", "threshold": 0.31, "target_sensitivity": 0.85}
     assert metadata["ood"]["threshold"] == 0.42 and metadata["ood"]["quantile"] == 0.05
     plain = export.build_metadata(CLASSES, IMAGE_SIZE, "run", "none", {"test": {}})
-    assert (plain["temperature"], plain["operating_point"], plain["ood"], plain["input_check"]) == (1.0, None, None, None)
+    assert [plain[key] for key in ("temperature", "operating_point", "ood", "input_check")] == [1.0, None, None, None]
     with pytest.raises(ExportError, match="'akiec' is not one of"):
         export.build_metadata(CLASSES, IMAGE_SIZE, "run", "none", {"operating_point": {
             "class": "akiec", "threshold": 0.3, "target_sensitivity": 0.85}})

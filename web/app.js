@@ -2,7 +2,7 @@
 // top 3. A photo is refused from its header before decoding when too large or too small, decoded and resized in a
 // worker (decode-worker.js) so the page stays responsive, refused when near-uniform, and the result carries the
 // "unsure" reasons and the screening flag of checks.js. A photo chosen while another is analysed replaces it.
-import { initBackend, loadModel, predictBatch } from './classifier.js';
+import { initBackend, loadModel, predictBatch, warmUp } from './classifier.js';
 import * as checks from './checks.js';
 import { SUPPORTED_FORMATS, readImageSize } from './image-header.js';
 import { PhotoDecoder, Superseded } from './photo-decoder.js';
@@ -32,7 +32,9 @@ async function start() {
     }
     const [metadata, backend] = await Promise.all([fetchMetadata(), initBackend('wasm')]);
     state.metadata = metadata;
-    state.model = await loadModel(MODEL_URL);
+    const model = await loadModel(MODEL_URL);
+    await warmUp(model, metadata.input.size);
+    state.model = model;
     $('disclaimer-long').textContent = metadata.disclaimer;
     $('model-info').textContent = describeModel(metadata, backend);
     const resizeMode = metadata.input.resize_mode || 'squash';

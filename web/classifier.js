@@ -32,3 +32,9 @@ export async function predictBatch(model, data, shape) {
     output.dispose();
   }
 }
+
+// One prediction on a blank image. The first call sets up the backend's kernels (a main-thread task of 100-300 ms
+// for MobileNet on wasm): made while the page loads, it stays off the user's first photo.
+export async function warmUp(model, size) {
+  await predictBatch(model, new Float32Array(size * size * 3), [1, size, size, 3]);
+}

@@ -120,8 +120,11 @@ def convert_saved_model(saved_model_dir, output_dir, quantize="none", timeout_se
     return Path(output_dir)
 
 
-def build_metadata(classes, image_size, run_name, quantize, metrics=None, resize_mode="squash", date=None):
-    """The page's metadata.json content: classes (order = model outputs), input, run, metrics, disclaimer.
+def build_metadata(classes, image_size, run_name, quantize, metrics=None, resize_mode="squash", date=None,
+                   input_check=None):
+    """The page's metadata.json content: classes (order = model outputs), input, run, metrics, disclaimer,
+    and the page's checks: "temperature", "operating_point", "ood" (from `metrics`, see `calibration_keys`)
+    and "input_check" (`input_check`, made by `input_statistics`; None when the run has no training images).
 
     `classes` is data/classes.json's dict ({"labels", "classes", "long_names"}); `metrics` metrics.json or None;
     `resize_mode` the run's data.resize_mode (the page implements "squash" and warns about the others)."""
@@ -136,6 +139,100 @@ def build_metadata(classes, image_size, run_name, quantize, metrics=None, resize
         "quantization": quantize,
         "test_metrics": metrics,
         "disclaimer": DISCLAIMER,
+        **calibration_keys(metrics, classes["classes"]),
+        "input_check": input_check,
+    }
+
+
+def calibration_keys(metrics, class_names):
+    """metadata.json's "temperature" (T; the page shows p_i^(1/T) / sum_j p_j^(1/T); 1.0 when notebook 04 fitted
+    none), "operating_point" ({"class", "threshold", "target_sensitivity"}: the page flags a photo whose calibrated
+    probability of that class is >= threshold) and "ood" ({"score", "threshold", "fitted_on", "quantile"}: the page
+    calls the model unsure when the calibrated top probability is below threshold), from metrics.json's keys of the
+    same names; both None when absent."""
+    metrics = metrics or {}
+    temperature = float((metrics.get("temperature") or {}).get("value", 1.0))
+    if not temperature > 0:
+        raise ExportError(f"metrics.json temperature.value is {temperature}; it must be > 0 (rerun 04_evaluate)")
+    operating_point = _metrics_section(metrics, "operating_point", ("class", "threshold", "target_sensitivity"))
+    if operating_point and operating_point["class"] not in class_names:
+        raise ExportError(f"metrics.json operating_point.class {operating_point['class']!r} is not one of the "
+                          f"model's classes {class_names} (rerun 04_evaluate)")
+    ood = _metrics_section(metrics, "ood", ("score", "threshold", "fitted_on", "quantile"))
+    if ood and ood["score"] != "max_probability":
+        raise ExportError(f"metrics.json ood.score is {ood['score']!r}; the page implements only 'max_probability'")
+    return {"temperature": temperature, "operating_point": operating_point, "ood": ood}
+
+
+def _metrics_section(metrics, name, keys):
+    """metrics[name] reduced to `keys` (None when absent); ExportError naming the keys it lacks."""
+    section = metrics.get(name)
+    if section is None:
+        return None
+    missing = [key for key in keys if key not in section]
+    if missing:
+        raise ExportError(f"metrics.json {name} lacks {', '.join(missing)} (has {', '.join(section)}): rerun "
+                          "04_evaluate")
+    return {key: section[key] for key in keys}
+
+
+# input_check: the page compares a photo's statistics with the training images'. At most this many training images
+# are read (a few seconds); the ranges are their INPUT_CHECK_PERCENTILES widened by INPUT_CHECK_MARGIN of the
+# percentile span on each side, so about 1% of training-like photos fall outside and a photo far off (a screenshot,
+# a night shot, a blue-tinted scan) does.
+INPUT_CHECK_MAX_IMAGES = 500
+INPUT_CHECK_PERCENTILES = (0.5, 99.5)
+INPUT_CHECK_MARGIN = 0.1
+# Pooled std (0-255) below which an image is refused as near-uniform: skin texture and sensor noise give more than
+# this in any real photo; a black square or a blank frame gives 0-1. Lowered to half the smallest training
+# image's std if needed, so that no training image would be refused.
+UNIFORM_STD_BELOW = 4.0
+INPUT_STATISTICS = {
+    "mean_red": "mean of the red channel over all pixels, 0-255",
+    "mean_green": "mean of the green channel over all pixels, 0-255",
+    "mean_blue": "mean of the blue channel over all pixels, 0-255",
+    "std": "pooled standard deviation: sqrt of the mean over R, G, B of each channel's variance over the pixels "
+           "(0 for a single-colour image), 0-255",
+}
+
+
+def image_statistics(image):
+    """The INPUT_STATISTICS of a uint8 RGB (H, W, 3) image, as the page computes them on its resized pixels."""
+    pixels = np.asarray(image, dtype=np.float64).reshape(-1, 3)
+    means = pixels.mean(axis=0)
+    return {"mean_red": float(means[0]), "mean_green": float(means[1]), "mean_blue": float(means[2]),
+            "std": float(np.sqrt(pixels.var(axis=0).mean()))}
+
+
+def input_statistics(run_dir, max_images=INPUT_CHECK_MAX_IMAGES, seed=0):
+    """metadata.json's "input_check": accepted ranges of each INPUT_STATISTICS over the run's training images
+    (data/manifest.csv rows with split == "train", processed PNGs; at most `max_images`, a fixed-seed sample) and
+    the near-uniform floor. None when the manifest has no training rows."""
+    import pandas as pd
+    from PIL import Image
+
+    manifest = pd.read_csv(Path(run_dir) / "data" / "manifest.csv")
+    train = manifest[manifest["split"] == "train"].sort_values("image_id")
+    if train.empty:
+        return None
+    sample = train.sample(n=min(max_images, len(train)), random_state=seed)
+    rows = [image_statistics(np.asarray(Image.open(Path(run_dir) / path).convert("RGB"))) for path in sample["path"]]
+    table = pd.DataFrame(rows)
+    ranges = {}
+    for name in INPUT_STATISTICS:
+        low, high = np.percentile(table[name], INPUT_CHECK_PERCENTILES)
+        margin = INPUT_CHECK_MARGIN * (high - low)
+        ranges[name] = [round(float(max(0.0, low - margin)), 2), round(float(min(255.0, high + margin)), 2)]
+    return {
+        "fitted_on": "train", "images": len(table), "percentiles": list(INPUT_CHECK_PERCENTILES),
+        "margin": INPUT_CHECK_MARGIN,
+        "ranges": ranges,
+        "uniform_std_below": round(min(UNIFORM_STD_BELOW, 0.5 * float(table["std"].min())), 2),
+        "fields": {**INPUT_STATISTICS,
+                   "ranges": "accepted [low, high] of each statistic, computed on the model's size x size input "
+                             "pixels: the training images' percentiles widened by margin x their span on each side; "
+                             "outside, the page says the photo is unlike the training data",
+                   "uniform_std_below": "an image whose std is below this is near-uniform: the page refuses it"},
     }
 
 
@@ -318,7 +415,8 @@ def export_run(run_dir, quantize="none", parity_images=16, browser_parity_mode="
             write_json(run_dir / "export.json", report)
             raise ExportError(f"the {quantize} TF.js model disagrees with Keras in the browser beyond the floor "
                               f"{chosen['floor']}: {chosen}; see {run_dir / 'export.json'}")
-        metadata = build_metadata(classes, image_size, report["run_name"], quantize, metrics, resize_mode)
+        metadata = build_metadata(classes, image_size, report["run_name"], quantize, metrics, resize_mode,
+                                  input_check=input_statistics(run_dir))
         install_model(work_dir / f"tfjs-{quantize}", metadata, run_dir)
         write_json(run_dir / "export.json", report)
         return report

@@ -294,3 +294,53 @@ def test_model_missing_the_parity_floor_is_not_installed(exported_run, cnn_model
         export.export_run(run_dir, parity_images=2, model=cnn_model, compare_quantizations=("none",))
     assert (run_dir / "tfjs" / "model.json").read_bytes() == before
     assert json.loads((run_dir / "export.json").read_text())["options"]["none"]["parity"]["passes"] is False
+
+
+def write_statistics_run(root, train_colors, test_color):
+    """A run folder whose manifest has a 16x16 PNG per colour: `train_colors` as split train (a checkerboard of the
+    colour and the colour + 20, so std 10), `test_color` as split test."""
+    (root / "data" / "processed").mkdir(parents=True)
+    rows = []
+    for index, (color, split) in enumerate([*[(c, "train") for c in train_colors], (test_color, "test")]):
+        board = (np.indices((16, 16)).sum(axis=0) % 2)[..., None] * 20 + np.array(color)
+        path = f"data/processed/img{index:03d}.png"
+        Image.fromarray(board.astype("uint8")).save(root / path)
+        rows.append({"image_id": f"img{index:03d}", "split": split, "path": path})
+    pd.DataFrame(rows).to_csv(root / "data" / "manifest.csv", index=False)
+    return root
+
+
+def test_input_statistics_come_from_a_deterministic_sample_of_training_images_only(tmp_path):
+    greys = [(value, value, value) for value in range(100, 140)]
+    run_dir = write_statistics_run(tmp_path, greys, test_color=(0, 0, 200))
+    check = export.input_statistics(run_dir)
+    assert check["images"] == 40 and check["fitted_on"] == "train"
+    low, high = check["ranges"]["mean_blue"]
+    assert low < 110 and 139 < high < 160  # every grey (mean 110-149) inside; the test image (blue 210) ignored
+    assert check["ranges"]["std"][0] <= 10 <= check["ranges"]["std"][1]
+    assert check["uniform_std_below"] == export.UNIFORM_STD_BELOW
+    assert set(check["fields"]) >= set(check["ranges"]) | {"uniform_std_below"}
+    capped = export.input_statistics(run_dir, max_images=10)
+    assert capped["images"] == 10 and capped == export.input_statistics(run_dir, max_images=10)
+
+
+def test_input_statistics_are_none_without_training_images(tmp_path):
+    assert export.input_statistics(write_statistics_run(tmp_path, [], test_color=(1, 2, 3))) is None
+
+
+def test_metadata_carries_calibration_keys_from_metrics_and_defaults_without_them():
+    metrics = {"temperature": {"value": 1.7, "fitted_on": "validation"},
+               "operating_point": {"class": "mel", "threshold": 0.31, "target_sensitivity": 0.85, "extra": 1},
+               "ood": {"score": "max_probability", "threshold": 0.42, "fitted_on": "validation", "quantile": 0.05}}
+    metadata = export.build_metadata(CLASSES, IMAGE_SIZE, "run", "none", metrics, input_check={"ranges": {}})
+    assert metadata["temperature"] == 1.7 and metadata["input_check"] == {"ranges": {}}
+    assert metadata["operating_point"] == {"class": "mel", "threshold": 0.31, "target_sensitivity": 0.85}
+    assert metadata["ood"]["threshold"] == 0.42 and metadata["ood"]["quantile"] == 0.05
+    plain = export.build_metadata(CLASSES, IMAGE_SIZE, "run", "none", {"test": {}})
+    assert [plain[key] for key in ("temperature", "operating_point", "ood", "input_check")] == [1.0, None, None, None]
+    with pytest.raises(ExportError, match="'akiec' is not one of"):
+        export.build_metadata(CLASSES, IMAGE_SIZE, "run", "none", {"operating_point": {
+            "class": "akiec", "threshold": 0.3, "target_sensitivity": 0.85}})
+    with pytest.raises(ExportError, match="ood lacks quantile"):
+        export.build_metadata(CLASSES, IMAGE_SIZE, "run", "none", {"ood": {
+            "score": "max_probability", "threshold": 0.4, "fitted_on": "validation"}})

@@ -313,6 +313,8 @@ def deliver_run(run_dir, download=True):
         print(f"The run is kept on Google Drive: {run_dir.resolve()}")
     elif in_colab():
         print(f"The run is on this Colab machine only ({run_dir}): it is lost when the runtime ends")
+    else:
+        print(f"The run folder is {run_dir}")
     if not (in_colab() and download):
         return None
     from google.colab import files

@@ -7,7 +7,9 @@ import importlib.util
 import json
 import os
 import signal
+import sys
 import zipfile
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -78,6 +80,8 @@ def one_click_run(colab_equivalent, tmp_path_factory):
     startup.mkdir(parents=True)
     (startup / "00-colab.py").write_text("import google.colab  # as Colab's kernel does\n")
     environment = {"IPYTHONDIR": str(tmp / "ipython"), "FAKE_COLAB_DOWNLOADS": str(tmp / "downloads"),
+                   # the environment's programs (tensorboard for %tensorboard) are on PATH, as on Colab
+                   "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
                    "PYTHONPATH": os.pathsep.join(filter(None, [str(FAKE_COLAB), str(paths.PROJECT_ROOT),
                                                                os.environ.get("PYTHONPATH")]))}
     saved = {name: os.environ.get(name) for name in environment}
@@ -138,7 +142,7 @@ def test_one_click_notebook_shows_the_report_the_plots_and_the_tfjs_model(one_cl
     _, run_dir, notebook = one_click_run
     outputs = outputs_of(notebook, "tfjs_dir = colab.show_results(")
     markdown = [o.data["text/markdown"] for o in outputs if o.output_type == "display_data" and "text/markdown" in o.data]
-    assert markdown and markdown[0].startswith("# Evaluation report: demo")
+    assert markdown and markdown[0].startswith("# Evaluation report: one-click")
     assert len([o for o in outputs if o.output_type == "display_data" and "image/png" in o.data]) >= 3
     assert f"TF.js model: {run_dir / 'tfjs' / 'model.json'}" in text_of(outputs)
 
@@ -155,6 +159,6 @@ def test_one_click_run_converted_on_colabs_tensorflow_with_browser_parity(one_cl
 
 def test_one_click_notebook_offers_the_run_as_a_zip_with_the_tfjs_model(one_click_run):
     tmp, run_dir, notebook = one_click_run
-    assert "Downloading one-click.zip" in text_of(outputs_of(notebook, "colab.deliver_run("))
+    assert "Downloading one-click.zip" in text_of(outputs_of(notebook, "zip_file = colab.deliver_run("))
     members = zipfile.ZipFile(tmp / "downloads" / "one-click.zip").namelist()
     assert {"one-click/tfjs/model.json", "one-click/tfjs/metadata.json", "one-click/report.md"} <= set(members)

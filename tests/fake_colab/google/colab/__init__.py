@@ -6,6 +6,8 @@ kernel does; `google` stays a namespace package, so protobuf's `google.protobuf`
 - `drive.mount(mount_point)` refuses: Colab's mount point (/content/drive) is not this machine's to create; the Drive
   code is tested in tests/test_colab.py with the mount point moved to a temporary folder.
 - `userdata.get(name)` raises SecretNotFoundError, as Colab does for a secret the user has not added.
+- `output` is there because jax imports it whenever google.colab is (jax/_src/debugger/colab_lib.py); its functions
+  drive the browser's page and raise here.
 """
 
 import os
@@ -35,6 +37,14 @@ def _secret(name):
     raise SecretNotFoundError(f"Secret {name} does not exist.")
 
 
+def _browser_only(name):
+    def call(*args, **kwargs):
+        raise RuntimeError(f"fake google.colab: output.{name} needs Colab's browser page")
+    return call
+
+
 files = types.SimpleNamespace(download=_download)
+output = types.SimpleNamespace(**{name: _browser_only(name) for name in (
+    "clear", "eval_js", "redirect_to_element", "register_callback", "serve_kernel_port_as_iframe", "use_tags")})
 drive = types.SimpleNamespace(mount=_mount)
 userdata = types.SimpleNamespace(get=_secret, SecretNotFoundError=SecretNotFoundError)

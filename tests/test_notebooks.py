@@ -131,3 +131,24 @@ def test_each_step_says_in_its_first_cell_that_on_colab_it_needs_the_run_folder_
     first = NOTEBOOKS[name].cells[0]
     assert first.cell_type == "markdown" and "On Colab" in first.source and "Google Drive" in first.source
     assert "colab.ipynb" in first.source, "and points at the one-runtime notebook"
+
+
+ONE_CLICK = nbformat.read(paths.PROJECT_ROOT / "colab.ipynb", as_version=4)
+
+
+def test_one_click_notebook_is_committed_without_outputs_and_its_defaults_validate():
+    assert all(cell.outputs == [] and cell.execution_count is None for cell in code_cells(ONE_CLICK))
+    cells = parameters_cells(ONE_CLICK)
+    assert len(cells) == 1
+    defaults = {}
+    exec(cells[0].source, {}, defaults)
+    assert params.load(paths.resolve(defaults["params_file"]), defaults["overrides"]).name == "demo"
+    assert defaults["colab_repository"] == paths.REPOSITORY_URL
+    assert defaults["keep_on_drive"] is False, "one click: no Drive permission prompt unless asked for"
+
+
+def test_one_click_notebook_fetches_the_project_as_the_steps_do():
+    steps = setup_cell(NOTEBOOKS["01_download"])
+    fetch = steps[:steps.index("elif not os.path.isdir")]
+    cells = code_cells(ONE_CLICK)
+    assert cells[cells.index(parameters_cells(ONE_CLICK)[0]) + 1].source.startswith(fetch)

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test browser clean-venv
+.PHONY: install demo test browser colab clean-venv
 
 install: $(VENV)/.installed web/node_modules/.installed
 
@@ -31,5 +31,9 @@ demo: install
 test: install browser
 	$(PY) -m pytest
 
+# The Colab route in a fresh venv with Colab's package versions (.venv-colab; a few minutes, downloads ~1 GB).
+colab: install browser
+	bash .ci/colab
+
 clean-venv:
-	rm -rf $(VENV) web/node_modules
+	rm -rf $(VENV) .venv-colab web/node_modules

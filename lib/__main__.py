@@ -1,4 +1,4 @@
-"""Command line: `python -m lib run|sweep|check|notebook|compare|serve ...`.
+"""Command line: `python -m lib run|sweep|check|notebook|compare|serve|repository ...`.
 
     python -m lib run params/demo.yaml                      # the whole pipeline into outputs/demo/
     python -m lib run params/demo.yaml --name quick -p train.epochs=1
@@ -9,6 +9,7 @@
     python -m lib notebook outputs/demo 04_evaluate         # rerun one notebook on an existing run
     python -m lib compare outputs/                          # table of every run's params and metrics
     python -m lib serve outputs/demo                        # the web page with that run's model
+    python -m lib repository https://github.com/OWNER/NAME  # a fork: Colab badges and clones point at it
 """
 
 import argparse
@@ -66,6 +67,11 @@ def main(argv=None):
     serve = commands.add_parser("serve", help="serve the web page with a run's TF.js model on 127.0.0.1")
     serve.add_argument("run_dir")
     serve.add_argument("--port", type=int, default=8000)
+
+    repository = commands.add_parser(
+        "repository", help="show the project's repository, or set it (lib/paths.py, README badges, notebooks)")
+    repository.add_argument("url", nargs="?", help="https://github.com/OWNER/NAME; without it: show and check")
+    repository.add_argument("--branch", help=f"branch the badges open (default: {paths.REPOSITORY_BRANCH})")
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -126,8 +132,27 @@ def serve_command(args):
     return 0
 
 
+def repository_command(args):
+    from lib import repository
+
+    url, branch = args.url or paths.REPOSITORY_URL, args.branch or paths.REPOSITORY_BRANCH
+    if args.url or args.branch:
+        try:
+            changed = repository.set_repository(url, branch)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        url = url.strip().rstrip("/").removesuffix(".git")
+        print(f"rewrote: {', '.join(changed) or 'nothing (already so)'}")
+    problems = repository.disagreements(url=url, branch=branch)
+    print(f"repository: {url} (branch {branch})")
+    for problem in problems:
+        print(f"disagrees: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
 COMMANDS = {"run": run_command, "sweep": sweep_command, "check": check_command, "notebook": notebook_command,
-            "compare": compare_command, "serve": serve_command}
+            "compare": compare_command, "serve": serve_command, "repository": repository_command}
 
 if __name__ == "__main__":
     sys.exit(main())

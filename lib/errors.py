@@ -25,5 +25,9 @@ class ExportError(PipelineError):
     """The model cannot be converted to TensorFlow.js, or the converted model disagrees with Keras."""
 
 
+class SetupError(PipelineError):
+    """The environment cannot be prepared: the project cannot be fetched, or a package cannot be installed."""
+
+
 class RunError(PipelineError):
     """A run directory cannot be created or continued, or a notebook in it failed."""

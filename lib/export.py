@@ -1,8 +1,9 @@
 """Convert a trained Keras model to a TensorFlow.js graph model, with metadata, sizes and parity numbers.
 
 Route (the one that loads in TF.js 4.22 from Keras 3, see shared/ECOSYSTEM.md): an inference-only
-SavedModel whose endpoint calls `model(x, training=False)` (so no augmentation layer runs), converted by
-the `tensorflowjs` converter with `--input_format=tf_saved_model --output_format=tfjs_graph_model`.
+SavedModel whose endpoint calls `model(x, training=False)` (so no augmentation layer runs), converted to a graph
+model by the `tensorflowjs` converter's Python API in a subprocess (`python -m lib.converter`), which needs no
+TensorFlow Decision Forests and so runs with Colab's TensorFlow as well.
 A conversion is written to a temporary folder and renamed into place only when complete, so a killed
 run never leaves a half model that the page would load.
 """
@@ -20,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from lib import converter, paths
 from lib.errors import ExportError
 
 logger = logging.getLogger(__name__)
@@ -67,8 +69,8 @@ def uint8_safe_weights(tfjs_dir, max_channel_error=UINT8_MAX_CHANNEL_ERROR):
     """Names of the float weights of the float32 graph model in `tfjs_dir` that per-tensor uint8 quantization
     (tensorflowjs.quantization, exactly as the converter does it) keeps within `max_channel_error` relative RMS
     error in every output channel (the last axis; the input-channel axis of depthwise kernels (h, w, c, 1))."""
-    from tensorflowjs import quantization, read_weights
-
+    tensorflowjs = converter.import_tensorflowjs()
+    quantization, read_weights = tensorflowjs.quantization, tensorflowjs.read_weights
     spec = json.loads((Path(tfjs_dir) / "model.json").read_text())
     safe = []
     for entry in read_weights.read_weights(spec["weightsManifest"], str(tfjs_dir), flatten=True):
@@ -97,25 +99,25 @@ def quantization_flags(quantize, saved_model_dir, work_dir, float32_dir=None):
     if float32_dir is None:
         shutil.rmtree(probe)
     logger.info("uint8: %d weight tensors quantized to uint8, the others to float16", len(safe))
-    # the quantize flags take an optional value: keep them before other flags, not before the paths
+    # flags of `python -m lib.converter` (tensorflowjs_converter's names and meaning)
     return ([f"--quantize_uint8={','.join(safe)}"] if safe else []) + ["--quantize_float16"]
 
 
 def convert_saved_model(saved_model_dir, output_dir, quantize="none", timeout_seconds=600, float32_dir=None):
-    """Run the tensorflowjs converter (this interpreter's package, in a subprocess: ~1 GB RAM, 5-8 s)
-    on `saved_model_dir`, writing model.json + group*.bin to `output_dir`. Returns `output_dir`.
+    """Run the tensorflowjs converter (this interpreter's package, in a subprocess: ~1 GB RAM, 5-8 s, freed when it
+    ends) on `saved_model_dir`, writing model.json + group*.bin to `output_dir`. Returns `output_dir`.
     uint8 reuses the float32 conversion `float32_dir` when given (see `quantization_flags`)."""
     flags = quantization_flags(quantize, saved_model_dir, Path(output_dir).parent, float32_dir)
-    command = [sys.executable, "-c", "import sys; from tensorflowjs.converters.converter import pip_main; "
-               "sys.exit(pip_main())", *flags,
-               "--input_format=tf_saved_model", "--output_format=tfjs_graph_model",
-               f"--signature_name={SIGNATURE}", "--saved_model_tags=serve", str(saved_model_dir), str(output_dir)]
+    # each path is one argv element ("--" ends the flags), so spaces and any character in them are safe
+    command = [sys.executable, "-m", "lib.converter", *flags, f"--signature_name={SIGNATURE}",
+               "--saved_model_tags=serve", "--", str(saved_model_dir), str(output_dir)]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_seconds)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_seconds,
+                                cwd=paths.PROJECT_ROOT)  # `-m lib.converter` is this project's
     except subprocess.TimeoutExpired as error:
-        raise ExportError(f"tensorflowjs_converter did not finish within {timeout_seconds} s") from error
+        raise ExportError(f"the tensorflowjs converter did not finish within {timeout_seconds} s") from error
     if result.returncode != 0 or not (Path(output_dir) / "model.json").is_file():
-        raise ExportError(f"tensorflowjs_converter failed on {saved_model_dir} (exit {result.returncode}):\n"
+        raise ExportError(f"the tensorflowjs converter failed on {saved_model_dir} (exit {result.returncode}):\n"
                           f"{result.stderr[-3000:]}")
     return Path(output_dir)
 
@@ -244,8 +246,7 @@ def directory_size(folder):
 def verify_tfjs_model(tfjs_dir, image_size=None):
     """Check that `tfjs_dir` holds a graph model TF.js can load: model.json parses, every weight shard is
     there and decodes to the declared shapes (tensorflowjs.read_weights). Returns model.json's dict."""
-    from tensorflowjs import read_weights
-
+    read_weights = converter.import_tensorflowjs().read_weights
     model_json = Path(tfjs_dir) / "model.json"
     if not model_json.is_file():
         raise ExportError(f"no model.json in {tfjs_dir}: convert the model first (notebook 05_convert_tfjs)")

@@ -7,6 +7,7 @@ exported) model. Every random choice (order, sampling, augmentation) comes from 
 
 import itertools
 import logging
+import os
 from pathlib import Path
 
 import keras
@@ -22,8 +23,9 @@ log = logging.getLogger(__name__)
 AUGMENTATION_KEYS = ("rotation_range", "width_shift_range", "height_shift_range", "zoom_range",
                      "horizontal_flip", "vertical_flip", "rotate90", "brightness", "contrast", "saturation",
                      "hue", "fill_mode")
-# decoded uint8 images up to this size are held in memory (read from disk once, not every epoch)
-MEMORY_BYTES = 3 * 2**30
+# decoded uint8 images taking up to this share of the available memory are held in memory (read from disk once,
+# not every epoch: on Colab, not from Drive)
+MEMORY_FRACTION = 0.3
 # batch of the one-pass feature computation: activations, not images, dominate its memory (a VGG19 batch of 32 at
 # 224 px holds ~1.5 GB of them), and inference throughput hardly depends on the batch
 FEATURE_BATCH_SIZE = 8
@@ -154,14 +156,14 @@ def image_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=Fa
                   augment=None, drop_remainder=False, in_memory=True):
     """Batches of (float32 RGB [0, 255] (B, S, S, 3), one-hot float32 (B, num_classes)) from processed PNGs.
 
-    With `in_memory` (and when they fit in MEMORY_BYTES), the images are decoded once, here, and served from
+    With `in_memory` (and when they fit in MEMORY_FRACTION of the memory), the images are decoded once, here, and served from
     memory; otherwise each epoch reads them from disk. `shuffle` reshuffles every epoch from `seed`;
     `sampling: balanced` draws every class equally often (as many images per epoch as there are);
     `augment` (from `make_augmenter`) runs on whole batches."""
     if len(paths) != len(labels):
         raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
     paths = [str(path) for path in paths]
-    if in_memory and len(paths) * image_size * image_size * 3 <= MEMORY_BYTES:
+    if in_memory and len(paths) * image_size * image_size * 3 <= MEMORY_FRACTION * available_memory():
         images = tf.constant(load_processed(paths, image_size))
 
         def lookup(index):
@@ -173,6 +175,17 @@ def image_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=Fa
             image = tf.ensure_shape(decode_processed(tf.gather(table, index)), (image_size, image_size, 3))
             return tf.cast(image, tf.float32)
     return _batches(lookup, labels, num_classes, batch_size, shuffle, sampling, seed, augment, drop_remainder)
+
+
+def available_memory():
+    """Bytes of memory available to new allocations (/proc/meminfo MemAvailable; total memory elsewhere)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def feature_dataset(features, labels, num_classes, batch_size, shuffle=False, sampling="shuffle", seed=42,

@@ -7,6 +7,11 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS_DIR = PROJECT_ROOT / "outputs"
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 PARAMS_DIR = PROJECT_ROOT / "params"
+# The project's public repository, named here only: Colab clones it, and the README's "Open in Colab" badges open
+# notebooks from its branch. Those badges and the notebooks' `colab_repository` default repeat it (a fresh Colab
+# machine reads that default before the project is there to import): `python -m lib repository URL` changes all.
+REPOSITORY_URL = "https://github.com/skin-lesion-pipeline/skin-lesion-pipeline"
+REPOSITORY_BRANCH = "main"
 
 
 def resolve(path):

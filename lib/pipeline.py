@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 NOTEBOOKS = artifacts.STEPS
 # Set by the runner on top of run_dir: a batch run must not start an inline TensorBoard server it would leave behind.
 BATCH_PARAMETERS = {"03_train": {"tensorboard": "off"}}
+# Set on every notebook of a batch run. On Colab (colab.ipynb) the notebooks run as kernels of the same machine: they
+# use the project the runner runs from instead of cloning it again, and never ask for Drive access, which nobody could
+# give inside a batch run (the runner's notebook already chose whether the run lives on Drive).
+COLAB_BATCH_PARAMETERS = {"colab_mount_drive": False}
 PROVENANCE_PACKAGES = ("tensorflow", "keras", "tensorflowjs", "numpy", "opencv-python-headless",
                        "scikit-learn", "papermill", "pandas")
 
@@ -126,7 +130,9 @@ def run_notebook(run_dir, notebook, kernel_name="python3", log_output=False, not
     started = time.monotonic()
     try:
         papermill.execute_notebook(
-            str(source), str(executed), parameters={"run_dir": str(run_dir), **BATCH_PARAMETERS.get(notebook, {})},
+            str(source), str(executed),
+            parameters={"run_dir": str(run_dir), "colab_project_dir": str(paths.PROJECT_ROOT), **COLAB_BATCH_PARAMETERS,
+                        **BATCH_PARAMETERS.get(notebook, {})},
             kernel_name=kernel_name,
             cwd=str(paths.PROJECT_ROOT), progress_bar=True, log_output=log_output,
             request_save_on_cell_execute=True, kernel_manager_class=_kernel_manager_logging_to(kernel_log))

@@ -344,3 +344,59 @@ def test_metadata_carries_calibration_keys_from_metrics_and_defaults_without_the
     with pytest.raises(ExportError, match="ood lacks quantile"):
         export.build_metadata(CLASSES, IMAGE_SIZE, "run", "none", {"ood": {
             "score": "max_probability", "threshold": 0.4, "fitted_on": "validation"}})
+
+
+def tiny_saved_model(folder):
+    """A SavedModel of a two-layer dense model on 2x2 RGB input: converts in seconds."""
+    inputs = keras.Input((2, 2, 3))
+    outputs = layers.Dense(3, activation="softmax")(layers.Dense(8)(layers.Flatten()(inputs)))
+    return export.export_saved_model(keras.Model(inputs, outputs), folder, image_size=2)
+
+
+def quantized_dtypes(spec):
+    """The storage dtypes of a graph model's float weights (float32 when not quantized)."""
+    return {entry.get("quantization", {}).get("dtype", "float32") for group in spec["weightsManifest"]
+            for entry in group["weights"] if entry["dtype"] == "float32"}
+
+
+def test_conversion_works_in_a_project_and_a_run_folder_whose_paths_have_spaces_and_non_ascii(tmp_path):
+    """tensorflowjs_converter's own command joins its argv with spaces and splits it again; lib.converter gets
+    each path as one argument, from a project path and a run path that both hold spaces and non-ASCII."""
+    project = tmp_path / "mon projet é"
+    shutil.copytree(paths.PROJECT_ROOT / "lib", project / "lib", ignore=shutil.ignore_patterns("__pycache__"))
+    run_dir = tmp_path / "run folder ü 名前"
+    saved_model = tiny_saved_model(run_dir / "saved model")
+    job = ("import sys; from lib import export; print(export.__file__); "
+           "export.convert_saved_model(sys.argv[1], sys.argv[2], 'float16')")
+    result = subprocess.run([sys.executable, "-c", job, str(saved_model), str(run_dir / "tfjs ö")], cwd=project,
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""}, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith(str(project / "lib")), "the copy with a space in its path ran"
+    spec = export.verify_tfjs_model(run_dir / "tfjs ö", image_size=2)
+    assert quantized_dtypes(spec) == {"float16"}
+
+
+def test_converter_imports_and_converts_without_tensorflow_decision_forests(tmp_path):
+    """As on Colab, which has no TF-DF: the import is made to fail (None in sys.modules), the converter still
+    imports and converts, and the process gets its failing import back afterwards."""
+    saved_model = tiny_saved_model(tmp_path / "saved")
+    job = ("import sys; sys.modules['tensorflow_decision_forests'] = None\n"
+           "from lib import converter\n"
+           "converter.main([sys.argv[1], sys.argv[2], '--signature_name', 'serve', '--quantize_uint8'])\n"
+           "assert sys.modules['tensorflow_decision_forests'] is None, 'placeholder left behind'\n"
+           "try:\n    import tensorflow_decision_forests\nexcept ModuleNotFoundError:\n    print('still absent')\n")
+    result = subprocess.run([sys.executable, "-c", job, str(saved_model), str(tmp_path / "tfjs")],
+                            cwd=paths.PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("still absent")
+    assert quantized_dtypes(export.verify_tfjs_model(tmp_path / "tfjs", image_size=2)) == {"uint8"}
+
+
+def test_quantization_flags_map_to_the_converters_dtype_map():
+    from lib import converter
+
+    quantization = converter.import_tensorflowjs().quantization
+    assert converter.quantization_dtype_map() is None
+    assert converter.quantization_dtype_map(quantize_float16=True) == {quantization.QUANTIZATION_DTYPE_FLOAT16: True}
+    assert converter.quantization_dtype_map(quantize_float16=True, quantize_uint8="a/kernel,b/*") == {
+        quantization.QUANTIZATION_DTYPE_FLOAT16: True, quantization.QUANTIZATION_DTYPE_UINT8: ["a/kernel", "b/*"]}

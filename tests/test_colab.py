@@ -218,14 +218,6 @@ def test_stage_images_before_preprocessing_says_to_run_notebook_02(fake_colab, t
         colab.stage_images(run_dir, local_root=tmp_path / "local")
 
 
-def test_fits_in_memory_compares_decoded_size_with_a_share_of_available_memory():
-    # 1,000 float32 images of 224x224x3 take 602 MB
-    assert colab.fits_in_memory(1000, 224, available_bytes=2e9)
-    assert not colab.fits_in_memory(10015, 224, available_bytes=2e9)
-    assert colab.fits_in_memory(10015, 224, bytes_per_value=1, available_bytes=4e9)
-    assert colab.available_memory() > 0
-
-
 def finished_run(root):
     run_dir = root / "demo"
     for relative, content in {"report.md": "# Evaluation report: demo\n", "tfjs/model.json": "{}",

@@ -37,6 +37,18 @@ def test_dataset_yields_raw_rgb_batches_with_one_hot_labels(run_folder, in_memor
     np.testing.assert_array_equal(np.argmax(targets, axis=1), labels[:4])
 
 
+def test_images_are_held_in_memory_only_when_they_fit(run_folder, monkeypatch):
+    paths, labels, classes = train_split(run_folder)
+    decoded = []
+    monkeypatch.setattr(inputs, "load_processed", lambda *args: decoded.append(args) or np.zeros((12, 32, 32, 3)))
+    inputs.image_dataset(paths, labels, len(classes), 32, batch_size=4)
+    assert len(decoded) == 1, "12 small images fit: decoded once, up front"
+    monkeypatch.setattr(inputs, "available_memory", lambda: 12 * 32 * 32 * 3)  # less than 1/MEMORY_FRACTION of them
+    streamed = inputs.image_dataset(paths, labels, len(classes), 32, batch_size=4)
+    assert len(decoded) == 1 and next(iter(streamed))[0].shape == (4, 32, 32, 3), "read from disk batch by batch"
+    assert inputs.available_memory() > 0
+
+
 def test_shuffled_order_depends_only_on_the_seed_and_changes_every_epoch(run_folder):
     paths, labels, classes = train_split(run_folder)
 

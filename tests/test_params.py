@@ -256,8 +256,8 @@ def test_every_on_off_choice_can_be_written_plainly(tmp_path, key, word):
 def test_true_false_parameters_still_take_yes_no_on_off(tmp_path):
     loaded = params.load(write(tmp_path, "name: x\ndata: {test_as_validation: yes}\n"
                                          "train: {augmentation: {horizontal_flip: on, vertical_flip: No}}\n"),
-                         ["evaluate.tta=ON"])
-    assert loaded.data.test_as_validation is True and loaded.evaluate.tta is True
+                         ["train.deterministic=OFF"])
+    assert loaded.data.test_as_validation is True and loaded.train.deterministic is False
     assert loaded.train.augmentation.horizontal_flip is True and loaded.train.augmentation.vertical_flip is False
 
 

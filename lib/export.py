@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lib import converter, paths
+from lib import artifacts, converter, inputs, paths, registry
 from lib.errors import ExportError
 
 logger = logging.getLogger(__name__)
@@ -211,15 +211,13 @@ def input_statistics(run_dir, max_images=INPUT_CHECK_MAX_IMAGES, seed=0):
     (data/manifest.csv rows with split == "train", processed PNGs; at most `max_images`, a fixed-seed sample) and
     the near-uniform floor. None when the manifest has no training rows."""
     import pandas as pd
-    from PIL import Image
 
-    manifest = pd.read_csv(Path(run_dir) / "data" / "manifest.csv")
+    manifest = artifacts.read_manifest(run_dir)
     train = manifest[manifest["split"] == "train"].sort_values("image_id")
     if train.empty:
         return None
     sample = train.sample(n=min(max_images, len(train)), random_state=seed)
-    rows = [image_statistics(np.asarray(Image.open(Path(run_dir) / path).convert("RGB"))) for path in sample["path"]]
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame([image_statistics(image) for image in inputs.load_processed(sample["abs_path"])])
     ranges = {}
     for name in INPUT_STATISTICS:
         low, high = np.percentile(table[name], INPUT_CHECK_PERCENTILES)
@@ -289,20 +287,13 @@ def install_model(converted_dir, metadata, run_dir):
 def select_parity_images(run_dir, count, image_size):
     """The first `count` test images of data/manifest.csv, taken in turn from each class (sorted by image_id)
     so every class shows up. Returns (image_ids, uint8 RGB array of shape (n, image_size, image_size, 3))."""
-    import pandas as pd
-    from PIL import Image
-
-    manifest = pd.read_csv(Path(run_dir) / "data" / "manifest.csv")
+    manifest = artifacts.read_manifest(run_dir)
     test = manifest[manifest["split"] == "test"].sort_values("image_id")
     if test.empty:
         raise ExportError(f"no test images in {run_dir}/data/manifest.csv: parity needs split == 'test' rows")
     rank = test.groupby("label").cumcount()
     chosen = test.assign(rank=rank).sort_values(["rank", "label"]).head(count)
-    images = np.stack([np.asarray(Image.open(Path(run_dir) / path).convert("RGB")) for path in chosen["path"]])
-    if images.shape[1:] != (image_size, image_size, 3):
-        raise ExportError(f"test images in {run_dir} are {images.shape[1:]}, the model takes "
-                          f"({image_size}, {image_size}, 3): rerun 02_preprocess with this image_size")
-    return list(chosen["image_id"]), images
+    return list(chosen["image_id"]), inputs.load_processed(chosen["abs_path"], image_size)
 
 
 def compare_probabilities(reference, candidate):
@@ -348,8 +339,8 @@ def browser_parity(tfjs_dir, images, keras_probabilities, quantize, mode="auto")
     "off": not measured. Returns {"measured", "max_abs_diff", "top1_agreement", "passes", ...}."""
     from lib import browser
 
-    if mode not in ("auto", "on", "off"):
-        raise ValueError(f"unknown browser_parity {mode!r}; choose one of: auto, on, off")
+    if mode not in registry.BROWSER_PARITY:
+        raise ValueError(f"unknown browser_parity {mode!r}; choose one of: {', '.join(registry.BROWSER_PARITY)}")
     missing = browser.missing_tools() if mode != "off" else []
     if mode == "off" or (missing and mode == "auto"):
         reason = "export.browser_parity is off" if mode == "off" else (
@@ -367,15 +358,14 @@ def browser_parity(tfjs_dir, images, keras_probabilities, quantize, mode="auto")
 
 def load_run_model(run_dir):
     """`run_dir`/model/best.keras as the float32 model the converter should see (see artifacts.load_model)."""
-    from lib import artifacts
-
     return artifacts.load_model(run_dir)
 
 
 def export_run(run_dir, quantize="none", parity_images=16, browser_parity_mode="auto", run_name=None,
-               resize_mode="squash", model=None, compare_quantizations=tuple(QUANTIZATIONS)):
-    """Notebook 05's job: convert the run's model with every option in `compare_quantizations` (sizes and
-    parity for each), install the `quantize` one with metadata.json as `run_dir`/tfjs, write export.json.
+               resize_mode="squash", model=None, compare_quantizations=("none",)):
+    """Notebook 05's job: convert the run's model to `quantize` and to every option in `compare_quantizations`
+    (float32 by default, the reference of parity; all of QUANTIZATIONS for a size table), with the size and browser
+    parity of each, install the `quantize` one with metadata.json as `run_dir`/tfjs, write export.json.
 
     `model` defaults to run_dir/model/best.keras. Raises ExportError if the installed option misses its
     parity floor (the previous tfjs/ is then left untouched). Returns export.json's content."""
@@ -387,9 +377,8 @@ def export_run(run_dir, quantize="none", parity_images=16, browser_parity_mode="
     options = [option for option in QUANTIZATIONS if option in wanted]  # float32 first: uint8 is derived from it
     model = model if model is not None else load_run_model(run_dir)
     image_size = int(model.input_shape[1])
-    classes = json.loads((run_dir / "data" / "classes.json").read_text())
-    metrics_path = run_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    classes = artifacts.read_classes(run_dir)
+    metrics = artifacts.read_json(run_dir / artifacts.METRICS)
     image_ids, images = select_parity_images(run_dir, parity_images, image_size)
     keras_probabilities = model.predict(images.astype("float32"), verbose=0)
     work_dir = Path(tempfile.mkdtemp(prefix=".export-", dir=run_dir))
@@ -413,23 +402,16 @@ def export_run(run_dir, quantize="none", parity_images=16, browser_parity_mode="
         chosen = report["options"][quantize]["parity"]
         report["browser_parity_measured"] = chosen["measured"]
         if chosen["measured"] and not chosen["passes"]:
-            write_json(run_dir / "export.json", report)
+            artifacts.write_json(run_dir / artifacts.EXPORT, report)
             raise ExportError(f"the {quantize} TF.js model disagrees with Keras in the browser beyond the floor "
                               f"{chosen['floor']}: {chosen}; see {run_dir / 'export.json'}")
         metadata = build_metadata(classes, image_size, report["run_name"], quantize, metrics, resize_mode,
                                   input_check=input_statistics(run_dir))
         install_model(work_dir / f"tfjs-{quantize}", metadata, run_dir)
-        write_json(run_dir / "export.json", report)
+        artifacts.write_json(run_dir / artifacts.EXPORT, report)
         return report
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
-
-
-def write_json(path, content):
-    """Write JSON via a temporary file and a rename, so readers never see half a file."""
-    temporary = Path(path).with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(content, indent=2) + "\n")
-    temporary.replace(path)
 
 
 def parity_table(report):

@@ -167,9 +167,11 @@ class EvaluateParams:
 
 @dataclass
 class ExportParams:
-    quantize: str = field(default="none", metadata=choice("none", "float16", "uint8"))
+    quantize: str = field(default="none", metadata=choice(*registry.QUANTIZATIONS))
     parity_images: int = field(default=64, metadata=bounded(1, 10_000))
-    browser_parity: str = field(default="auto", metadata=choice("auto", "on", "off"))
+    browser_parity: str = field(default="auto", metadata=choice(*registry.BROWSER_PARITY))
+    # also convert every other quantization, for the size and parity table of export.json (each costs seconds)
+    all_quantizations: bool = False
 
 
 @dataclass

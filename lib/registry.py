@@ -43,6 +43,8 @@ FEATURE_CACHE = ("auto", "on", "off")
 MONITOR_MODES = ("auto", "min", "max")
 STRATEGIES = ("auto", "default", "mirrored", "tpu", "multi_worker")
 PRECISIONS = ("auto", "off", "mixed_float16", "mixed_bfloat16")
+QUANTIZATIONS = ("none", "float16", "uint8")  # of the TF.js weights; how each is done: lib.export.QUANTIZATIONS
+BROWSER_PARITY = ("auto", "on", "off")  # auto: measured in Chromium when it is installed
 # test-time augmentation in evaluation: the image alone, its 4 flips, all 8 right-angle views, or whichever of these
 # scores the higher balanced accuracy on the validation split
 TTA_MODES = ("off", "flips", "dihedral", "auto")

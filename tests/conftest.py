@@ -44,3 +44,29 @@ def make_run_folder(tmp_path):
     from tests import runfolders
 
     return lambda name="run", **options: runfolders.write_run_folder(tmp_path / name, **options)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A run folder as notebook 03 leaves it, trained once per session and shared by the export and web tests (copy
+    it before changing it): 3 classes x 20 synthetic lesions at 32 px, split 12/4/4 per class, and a small CNN
+    trained on them in model/best.keras. Returns (run_dir, model)."""
+    from tests import runfolders
+
+    run_dir = runfolders.write_run_folder(tmp_path_factory.mktemp("trained") / "run", per_class=20,
+                                          fractions=(0.6, 0.2, 0.2))
+    return run_dir, runfolders.train_on_run_folder(runfolders.small_exportable_cnn(), run_dir)
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Headless Chromium with the project's TF.js: skips the test when chromium, node or the npm packages are
+    absent, except in CI (CI=true), where that is a failure."""
+    from lib import browser
+
+    missing = browser.missing_tools()
+    if missing:
+        message = f"browser check impossible, missing: {', '.join(missing)}; {browser.INSTALL_HINT}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)

@@ -44,6 +44,46 @@ def write_run_folder(run_dir, per_class=8, size=32, classes=CLASSES, fractions=(
                      "original_height": size, "age": str(float(20 + 5 * (index % 12))),
                      "sex": ("male", "female")[index % 2], "localization": ("back", "face", "trunk")[index % 3]})
     artifacts.write_manifest(run_dir, pd.DataFrame(rows), extra_columns=("age", "sex", "localization"))
-    artifacts.write_classes(run_dir, {"labels": "dx", "classes": list(classes),
-                                      "long_names": {name: LONG_NAMES.get(name, name) for name in classes}})
+    artifacts.write_classes(run_dir, classes_info(classes))
     return run_dir
+
+
+def classes_info(classes=CLASSES):
+    """data/classes.json's content for `classes`."""
+    return {"labels": "dx", "classes": list(classes), "long_names": {name: LONG_NAMES.get(name, name) for name in classes}}
+
+
+def small_exportable_cnn(size=32, num_classes=len(CLASSES)):
+    """A conv + batch norm + pooling + dense classifier taking raw RGB 0-255, with its scaling AND a random
+    augmentation layer inside: the export must run it with training=False (the project's own models never hold one)."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((size, size, 3))
+    x = layers.RandomFlip("horizontal")(inputs)
+    x = layers.Rescaling(1 / 127.5, offset=-1)(x)
+    x = layers.Conv2D(8, 3, activation="relu")(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Conv2D(16, 3, activation="relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(num_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs)
+
+
+def train_on_run_folder(model, run_dir, epochs=40):
+    """Fit `model` on the run folder's train split (seeded), so its outputs depend on the input and its batch-norm
+    statistics are calibrated; saved as the run's model/best.keras. Returns the model."""
+    import keras
+
+    from lib import inputs
+
+    keras.utils.set_random_seed(0)
+    train = artifacts.read_manifest(run_dir, split="train")
+    pictures = inputs.load_processed(train["abs_path"]).astype("float32")
+    labels = train["label"].map(artifacts.class_names(run_dir).index).to_numpy()
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    model.fit(pictures, labels, epochs=epochs, batch_size=12, verbose=0)
+    (Path(run_dir) / "model").mkdir(exist_ok=True)
+    model.save(Path(run_dir) / artifacts.MODEL)
+    return model

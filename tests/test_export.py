@@ -19,58 +19,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
-from lib import browser, export, paths  # noqa: E402
+from lib import artifacts, browser, export, inputs, paths  # noqa: E402
 from lib.errors import ExportError  # noqa: E402
 
+from tests import runfolders  # noqa: E402
+
 IMAGE_SIZE = 32
-CLASSES = {"labels": "dx", "classes": ["bcc", "mel", "nv"],
-           "long_names": {"bcc": "basal cell carcinoma", "mel": "melanoma", "nv": "melanocytic nevi"}}
-
-
-def require_browser():
-    """Skip when chromium/node/npm packages are absent, except in CI (CI=true), where that is a failure."""
-    missing = browser.missing_tools()
-    if missing:
-        message = f"browser check impossible, missing: {', '.join(missing)}; {browser.INSTALL_HINT}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-def structured_images(count, seed):
-    """uint8 RGB (count, S, S, 3) pictures whose class shows in shape and colour, plus labels 0..2."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:IMAGE_SIZE, :IMAGE_SIZE]
-    images, labels = [], []
-    for index in range(count):
-        label = index % 3
-        radius = rng.uniform(5, 12)
-        cx, cy = rng.uniform(10, 22, size=2)
-        disk = (xx - cx) ** 2 + (yy - cy) ** 2 < radius ** 2
-        picture = np.full((IMAGE_SIZE, IMAGE_SIZE, 3), rng.uniform(150, 220, size=3))
-        color = [(160, 50, 60), (40, 30, 30), (190, 140, 100)][label]
-        picture[disk] = np.array(color) + rng.normal(0, 15, size=3)
-        if label == 1:  # melanoma-like: irregular dark spots
-            picture[((xx * 7 + yy * 3) % 11 < 3) & disk] -= 25
-        picture += rng.normal(0, 8, size=picture.shape)
-        images.append(np.clip(picture, 0, 255).astype("uint8"))
-        labels.append(label)
-    return np.stack(images), np.array(labels)
-
-
-def small_cnn():
-    """A conv + pooling + dense classifier taking raw RGB 0-255, with scaling and an augmentation layer inside
-    (the export must run it with training=False)."""
-    inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3))
-    x = layers.RandomFlip("horizontal")(inputs)
-    x = layers.Rescaling(1 / 127.5, offset=-1)(x)
-    x = layers.Conv2D(8, 3, activation="relu")(x)
-    x = layers.BatchNormalization()(x)
-    x = layers.MaxPooling2D()(x)
-    x = layers.Conv2D(16, 3, activation="relu")(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    outputs = layers.Dense(3, activation="softmax")(x)
-    return keras.Model(inputs, outputs)
+CLASSES = runfolders.classes_info()
 
 
 def small_mobilenet():
@@ -83,19 +38,10 @@ def small_mobilenet():
     return keras.Model(inputs, outputs)
 
 
-def trained(model, epochs):
-    """A few epochs on structured images, so outputs depend on the input (batch-norm statistics calibrated)."""
-    keras.utils.set_random_seed(0)
-    images, labels = structured_images(60, seed=1)
-    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
-    model.fit(images.astype("float32"), labels, epochs=epochs, batch_size=20, verbose=0)
-    return model
-
-
 def calibrated(model):
-    """Batch-norm statistics set from one batch of structured images (random-init MobileNet otherwise gives
-    the same output for every input, and a parity test on it proves nothing)."""
-    images, _ = structured_images(30, seed=2)
+    """Batch-norm statistics set from one batch of synthetic lesions (random-init MobileNet otherwise gives the same
+    output for every input, and a parity test on it proves nothing)."""
+    images, _ = runfolders.lesion_images(30, seed=2)
     backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
     for layer in backbone.layers:
         if isinstance(layer, layers.BatchNormalization):
@@ -104,48 +50,34 @@ def calibrated(model):
     return model
 
 
-def make_run_dir(root, model, test_images=12, with_metrics=True):
-    """A minimal run folder: model/best.keras, data/classes.json, data/manifest.csv with test PNGs, metrics.json."""
-    (root / "data" / "processed").mkdir(parents=True)
-    (root / "model").mkdir()
-    model.save(root / "model" / "best.keras")
-    (root / "data" / "classes.json").write_text(json.dumps(CLASSES))
-    images, labels = structured_images(test_images, seed=7)
-    rows = []
-    for index, (image, label) in enumerate(zip(images, labels)):
-        path = f"data/processed/img{index:03d}.png"
-        Image.fromarray(image).save(root / path)
-        rows.append({"image_id": f"img{index:03d}", "label": CLASSES["classes"][label], "lesion_id": f"l{index}",
-                     "split": "test", "path": path, "source_path": f"/raw/img{index:03d}.jpg",
-                     "original_width": IMAGE_SIZE, "original_height": IMAGE_SIZE})
-    pd.DataFrame(rows).to_csv(root / "data" / "manifest.csv", index=False)
-    if with_metrics:
-        (root / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.9, "balanced_accuracy": 0.88}}))
-    return root
+def split_images_of(run_dir):
+    return inputs.load_processed(artifacts.read_manifest(run_dir, split="test")["abs_path"]).astype("float32")
 
 
 @pytest.fixture(scope="session")
-def cnn_model():
-    return trained(small_cnn(), epochs=20)
+def cnn_model(trained_run):
+    return trained_run[1]
 
 
 @pytest.fixture(scope="session")
-def exported_run(tmp_path_factory, cnn_model):
-    """A fake run exported with every quantization compared (browser parity measured when possible)."""
-    run_dir = make_run_dir(tmp_path_factory.mktemp("run"), cnn_model)
+def exported_run(tmp_path_factory, trained_run):
+    """The shared trained run, with a metrics.json, exported with every quantization compared (browser parity
+    measured when possible)."""
+    run_dir = shutil.copytree(trained_run[0], tmp_path_factory.mktemp("exported") / "run")
+    (run_dir / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.9, "balanced_accuracy": 0.88}}))
     mode = "auto" if browser.missing_tools() and os.environ.get("CI", "").lower() != "true" else "on"
     report = export.export_run(run_dir, quantize="none", parity_images=12, browser_parity_mode=mode,
-                               run_name="fake-run", model=cnn_model)
+                               run_name="fake-run", model=trained_run[1], compare_quantizations=tuple(export.QUANTIZATIONS))
     return run_dir, report
 
 
-def test_fixture_model_outputs_depend_on_the_input(cnn_model):
-    images, _ = structured_images(12, seed=7)
-    probabilities = cnn_model.predict(images.astype("float32"), verbose=0)
+def test_fixture_model_outputs_depend_on_the_input(trained_run):
+    probabilities = trained_run[1].predict(split_images_of(trained_run[0]), verbose=0)
     assert len(set(probabilities.argmax(axis=1))) >= 2
     assert probabilities.std(axis=0).max() > 0.05
 
 
+@pytest.mark.slow
 def test_export_installs_a_loadable_graph_model_with_metadata(exported_run):
     run_dir, _ = exported_run
     spec = export.verify_tfjs_model(run_dir / "tfjs", image_size=IMAGE_SIZE)
@@ -160,6 +92,7 @@ def test_export_installs_a_loadable_graph_model_with_metadata(exported_run):
     assert not [path.name for path in run_dir.iterdir() if path.name.startswith(".")]  # no temp folders left
 
 
+@pytest.mark.slow
 def test_export_reports_size_for_each_quantization(exported_run):
     run_dir, report = exported_run
     written = json.loads((run_dir / "export.json").read_text())
@@ -169,29 +102,30 @@ def test_export_reports_size_for_each_quantization(exported_run):
         == sizes["none"]
 
 
+@pytest.mark.slow
 def test_saved_model_export_ignores_augmentation_and_matches_keras(exported_run):
     _, report = exported_run
     assert report["saved_model_parity"]["max_abs_diff"] < 1e-5
     assert report["saved_model_parity"]["top1_agreement"] == 1.0
 
 
-def test_float32_model_meets_the_parity_floor_in_chromium(exported_run):
-    require_browser()
+@pytest.mark.slow
+def test_float32_model_meets_the_parity_floor_in_chromium(exported_run, chromium):
     parity = exported_run[1]["options"]["none"]["parity"]
     assert parity["measured"] and parity["backend"] == "wasm"
     assert parity["max_abs_diff"] <= 1e-4 and parity["top1_agreement"] == 1.0
 
 
-def test_uint8_model_meets_the_top1_floor_in_chromium(exported_run):
-    require_browser()
+@pytest.mark.slow
+def test_uint8_model_meets_the_top1_floor_in_chromium(exported_run, chromium):
     parity = exported_run[1]["options"]["uint8"]["parity"]
     assert parity["measured"] and parity["top1_agreement"] >= 0.98
 
 
-def test_mobilenet_float32_parity_in_chromium(tmp_path):
-    require_browser()
+@pytest.mark.slow
+def test_mobilenet_float32_parity_in_chromium(tmp_path, chromium):
     model = calibrated(small_mobilenet())
-    images, _ = structured_images(8, seed=3)
+    images, _ = runfolders.lesion_images(8, seed=3)
     reference = model.predict(images.astype("float32"), verbose=0)
     assert reference.std(axis=0).max() > 1e-3  # outputs depend on the input, so parity means something
     saved_model = export.export_saved_model(model, tmp_path / "saved", IMAGE_SIZE)
@@ -200,6 +134,7 @@ def test_mobilenet_float32_parity_in_chromium(tmp_path):
     assert parity["passes"], parity
 
 
+@pytest.mark.slow
 def test_uint8_spares_a_kernel_whose_small_output_channels_it_would_erase(tmp_path):
     """Per-tensor uint8 gives a kernel one scale; an output channel 1000x smaller than the others (as batch norm
     folding makes them) would round to zero, so that kernel goes float16 and the well-spread one uint8."""
@@ -231,6 +166,7 @@ def test_unknown_quantization_names_the_choices():
         export.check_quantize("int4")
 
 
+@pytest.mark.slow
 def test_verify_rejects_a_model_with_a_missing_weight_shard(exported_run, tmp_path):
     run_dir, _ = exported_run
     copy = tmp_path / "broken"
@@ -246,6 +182,7 @@ def installed_copy(exported_run, tmp_path):
     return run_dir, (run_dir / "tfjs" / "model.json").read_bytes()
 
 
+@pytest.mark.slow
 def test_a_conversion_killed_midway_leaves_the_installed_model_and_the_next_export_cleans_up(exported_run, tmp_path):
     run_dir = shutil.copytree(exported_run[0], tmp_path / "run")
     installed = {path.name: path.read_bytes() for path in (run_dir / "tfjs").iterdir()}
@@ -267,6 +204,7 @@ def test_a_conversion_killed_midway_leaves_the_installed_model_and_the_next_expo
     assert not list(run_dir.glob(".export-*")) and export.verify_tfjs_model(run_dir / "tfjs", IMAGE_SIZE)
 
 
+@pytest.mark.slow
 def test_failed_conversion_leaves_the_installed_model_untouched(exported_run, cnn_model, tmp_path, monkeypatch):
     run_dir, before = installed_copy(exported_run, tmp_path)
 
@@ -282,6 +220,7 @@ def test_failed_conversion_leaves_the_installed_model_untouched(exported_run, cn
     assert not list(run_dir.glob(".*"))
 
 
+@pytest.mark.slow
 def test_model_missing_the_parity_floor_is_not_installed(exported_run, cnn_model, tmp_path, monkeypatch):
     run_dir, before = installed_copy(exported_run, tmp_path)
     failing = {"measured": True, "max_abs_diff": 0.3, "top1_agreement": 0.5, "passes": False,
@@ -359,6 +298,7 @@ def quantized_dtypes(spec):
             for entry in group["weights"] if entry["dtype"] == "float32"}
 
 
+@pytest.mark.slow
 def test_conversion_works_in_a_project_and_a_run_folder_whose_paths_have_spaces_and_non_ascii(tmp_path):
     """tensorflowjs_converter's own command joins its argv with spaces and splits it again; lib.converter gets
     each path as one argument, from a project path and a run path that both hold spaces and non-ASCII."""
@@ -376,6 +316,7 @@ def test_conversion_works_in_a_project_and_a_run_folder_whose_paths_have_spaces_
     assert quantized_dtypes(spec) == {"float16"}
 
 
+@pytest.mark.slow
 def test_converter_imports_and_converts_without_tensorflow_decision_forests(tmp_path):
     """As on Colab, which has no TF-DF: the import is made to fail (None in sys.modules), the converter still
     imports and converts, and the process gets its failing import back afterwards."""

@@ -16,9 +16,9 @@ def raw_images(count=2, size=32, seed=0):
 @pytest.mark.parametrize("backbone, options", [
     ("small_cnn", {}),
     ("mobilenet", {"alpha": 0.25}),
-    ("mobilenet_v2", {"alpha": 0.35}),
+    pytest.param("mobilenet_v2", {"alpha": 0.35}, marks=pytest.mark.slow),
     ("vgg19", {"head": "dense", "pooling": "max", "dense_units": [8, 8]}),
-    ("efficientnet_b0", {"output_activation": "sigmoid"}),
+    pytest.param("efficientnet_b0", {"output_activation": "sigmoid"}, marks=pytest.mark.slow),
 ])
 def test_each_backbone_builds_and_reloads_from_keras_file(backbone, options, tmp_path):
     model = models.build_model(backbone, num_classes=3, image_size=32, weights=None, trainable_layers=0,

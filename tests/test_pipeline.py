@@ -71,6 +71,7 @@ def test_an_existing_run_folder_is_refused_without_resume(tmp_path, params_file)
     assert (run_dir / "precious.txt").read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_name_option_makes_a_new_run_folder(tmp_path, params_file):
     params_lib = params.load(params_file)
     pipeline.create_run(tmp_path / "out" / "tiny", params_lib, params_file)
@@ -79,6 +80,7 @@ def test_name_option_makes_a_new_run_folder(tmp_path, params_file):
     assert run_dir.name == "tiny2" and params.load_run(run_dir).name == "tiny2"
 
 
+@pytest.mark.slow
 def test_failure_names_notebook_and_cell_then_resume_continues_from_it(tmp_path, params_file):
     notebooks = make_notebooks(tmp_path / "notebooks", failing="02_preprocess")
     with pytest.raises(RunError) as error:
@@ -103,6 +105,7 @@ def test_resume_with_different_params_is_refused(tmp_path, params_file):
                      notebooks_dir=make_notebooks(tmp_path / "nb"))
 
 
+@pytest.mark.slow
 def test_rerunning_a_notebook_marks_the_later_ones_stale_until_they_run_again(tmp_path, params_file):
     notebooks = make_notebooks(tmp_path / "notebooks")
     run_dir = pipeline.run(params_file, outputs_dir=tmp_path / "out", notebooks_dir=notebooks)
@@ -193,6 +196,7 @@ def test_provenance_records_the_command_as_it_can_be_typed_again(tmp_path, param
     assert json.loads((run_dir / "provenance.json").read_text())["command"].endswith("--name 'two words'")
 
 
+@pytest.mark.slow
 def test_a_run_can_stop_after_a_chosen_notebook_and_resume_later(tmp_path, params_file):
     notebooks = make_notebooks(tmp_path / "notebooks")
     run_dir = pipeline.run(params_file, outputs_dir=tmp_path / "out", notebooks_dir=notebooks, until="03_train")

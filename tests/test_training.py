@@ -118,6 +118,7 @@ def test_two_phase_training_writes_checkpoint_history_tensorboard_and_summary(ru
     assert "epoch_loss" in scalar_tags(run_folder / "logs" / "validation")
 
 
+@pytest.mark.slow
 def test_the_head_phase_trains_on_cached_features_while_fine_tuning_is_augmented(run_folder):
     p = tiny_params(epochs=1, fine_tune_epochs=1, augmentation={"horizontal_flip": True, "rotate90": True})
     head, tune = training.plan(p)
@@ -138,6 +139,7 @@ def test_plan_caches_a_single_phase_only_on_a_frozen_backbone_without_augmentati
         training.plan(tiny_params(feature_cache="on"))
 
 
+@pytest.mark.slow
 def test_the_same_params_give_the_same_weights(make_run_folder):
     p = tiny_params(epochs=1, fine_tune_epochs=1, sampling="balanced", augmentation={"horizontal_flip": True})
     digests = [weights_digest(training.train(make_run_folder(f"run{index}"), p, strategy="default")[0])
@@ -147,6 +149,7 @@ def test_the_same_params_give_the_same_weights(make_run_folder):
     assert weights_digest(training.train(make_run_folder("run2"), other_seed, strategy="default")[0]) != digests[0]
 
 
+@pytest.mark.slow
 def test_small_cnn_learns_the_synthetic_lesions_from_scratch(make_run_folder):
     run_dir = make_run_folder(per_class=20, fractions=(0.6, 0.4, 0.0))
     p = tiny_params(model={"alpha": 1.0}, epochs=8, learning_rate=0.003, monitor="val_balanced_accuracy")
@@ -232,6 +235,7 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path,
     assert best.read_bytes() == first
 
 
+@pytest.mark.slow
 def test_feature_cache_training_matches_ordinary_training(run_folder, tmp_path):
     """Same seed, same initial head, same batch order: the head trained on cached features must follow
     the same trajectory as the full model with a frozen backbone. Dropout is 0 because its random

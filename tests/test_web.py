@@ -14,9 +14,10 @@ from PIL import Image
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from imagefactory import gradient, write_blank_png, write_png_header  # noqa: E402
-from test_export import CLASSES, make_run_dir, require_browser, small_cnn, structured_images, trained  # noqa: E402
+from lib import artifacts, browser, export, images, serve  # noqa: E402
+from tests import runfolders  # noqa: E402
 
-from lib import browser, export, images, serve  # noqa: E402
+CLASSES = runfolders.classes_info()
 
 TEMPERATURE = 2.0  # a visible calibration: the page must show p^(1/T) / sum, not the model's softmax
 NEW_METADATA_KEYS = ("temperature", "operating_point", "ood", "input_check")
@@ -42,17 +43,13 @@ def percent(probability):
     return "<1%" if probability < 0.01 else f"{probability * 100:.1f}%"
 
 
-def add_training_images(run_dir, count):
-    """Append `count` structured images as split == "train" rows (export computes input_check from them)."""
-    manifest = pd.read_csv(run_dir / "data" / "manifest.csv")
-    pictures, labels = structured_images(count, seed=11)
-    rows = []
-    for index, (picture, label) in enumerate(zip(pictures, labels)):
-        path = f"data/processed/train{index:03d}.png"
-        Image.fromarray(picture).save(run_dir / path)
-        rows.append({"image_id": f"train{index:03d}", "label": CLASSES["classes"][label], "split": "train",
-                     "path": path})
-    pd.concat([manifest, pd.DataFrame(rows)]).to_csv(run_dir / "data" / "manifest.csv", index=False)
+def copy_test_images(run_dir, folder):
+    """The run's test images as folder/img000.png, img001.png ... (names the page shows), in manifest order."""
+    test = artifacts.read_manifest(run_dir, split="test")
+    copies = [folder / f"img{index:03d}.png" for index in range(len(test))]
+    for source, copy in zip(test["abs_path"], copies):
+        shutil.copyfile(source, copy)
+    return copies
 
 
 def write_metrics(run_dir, test_probabilities):
@@ -116,9 +113,8 @@ def write_format_files(folder):
     return real, bombs
 
 
-def write_files(folder, run_dir):
-    """Every file the page is given: {name: path}."""
-    processed = run_dir / "data" / "processed"
+def write_files(folder, processed):
+    """Every file the page is given, made from the test images copied to `processed`: {name: path}."""
     files = {"notes": folder / "notes.txt", "broken": folder / "broken.png", "huge": folder / "huge.jpg",
              "tiny": folder / "tiny.png", "one-pixel": folder / "one-pixel.png", "black": folder / "black.png",
              "photo": folder / "photo.png", "large-photo": folder / "large-photo.png",
@@ -182,17 +178,16 @@ def without_new_keys(run_dir, folder):
 
 
 @pytest.fixture(scope="module")
-def page_session(tmp_path_factory):
-    """A fake run (tiny trained model, converted float32; training images; metrics.json with a temperature, an
-    operating point and an OOD threshold) served with the page, used through check_page.mjs; then the same model
-    with an older metadata.json. Returns (result, steps by name, old result, expectations)."""
-    require_browser()
+def page_session(tmp_path_factory, trained_run, chromium):
+    """The session's trained run (converted float32; metrics.json with a temperature, an operating point and an OOD
+    threshold) served with the page, used through check_page.mjs; then the same model with an older metadata.json.
+    Returns (result, steps by name, old result, expectations)."""
     root = tmp_path_factory.mktemp("web")
-    model = trained(small_cnn(), epochs=20)
-    run_dir = make_run_dir(root / "run", model)
-    add_training_images(run_dir, 60)
-    processed = run_dir / "data" / "processed"
-    test_images = [processed / f"img{index:03d}.png" for index in range(12)]
+    run_dir = shutil.copytree(trained_run[0], root / "run")
+    model = trained_run[1]
+    processed = root / "test-images"
+    processed.mkdir()
+    test_images = copy_test_images(run_dir, processed)
     keras_test = model.predict(np.stack([np.asarray(Image.open(path).convert("RGB")) for path in test_images])
                                .astype("float32"), verbose=0)
     chosen = write_metrics(run_dir, keras_test)
@@ -200,24 +195,29 @@ def page_session(tmp_path_factory):
                       model=model, compare_quantizations=("none",))
     files_dir = root / "files"
     files_dir.mkdir()
-    files = write_files(files_dir, run_dir)
+    files = write_files(files_dir, processed)
     real, bombs = write_format_files(files_dir)
     screenshot = root / "web.png"
     result = run_page(run_dir, page_steps(files, real, bombs, processed, chosen, screenshot))
-    extreme = f"img{int(keras_test.max(axis=1).argmax()):03d}.png"
+    extreme = "extreme.png"  # the image the model is surest of, of all the run's images
+    every_image = artifacts.read_manifest(run_dir)["abs_path"]
+    keras_all = model.predict(np.stack([np.asarray(Image.open(path).convert("RGB")) for path in every_image])
+                              .astype("float32"), verbose=0)
+    shutil.copyfile(every_image[int(keras_all.max(axis=1).argmax())], processed / extreme)
     old_result = run_page(without_new_keys(run_dir, root), [
         {"name": name, "upload": str(path)} for name, path in
         (("extreme", processed / extreme), ("img001", processed / "img001.png"), ("black", files["black"]),
          ("outlier", files["outlier"]))], timeout_seconds=180)
     pipeline = np.stack([images.resize_image(images.read_image(files[name]), 32, "squash")
                          for name in ("photo", "large-photo")])
-    keras = {"img001": keras_test[1], "extreme": keras_test[int(extreme[3:6])],
+    keras = {"img001": keras_test[1], "extreme": keras_all[int(keras_all.max(axis=1).argmax())],
              **dict(zip(("photo", "large-photo"), model.predict(pipeline.astype("float32"), verbose=0)))}
     metadata = json.loads((run_dir / "tfjs" / "metadata.json").read_text())
     if os.environ.get("WEB_TEST_REPORT"):  # to read what the page did: WEB_TEST_REPORT=path.json
         with open(os.environ["WEB_TEST_REPORT"], "w") as report:
             json.dump({"result": result, "old": old_result}, report, indent=1)
     return {"result": result, "steps": result["steps"], "old": old_result, "keras": keras, "metadata": metadata,
+            "run_dir": run_dir,
             "bombs": bombs, "screenshot": screenshot}
 
 
@@ -388,7 +388,8 @@ def test_older_metadata_without_the_new_keys_still_works(page_session):
 
 def test_metadata_input_check_is_fitted_on_the_training_images(page_session):
     check = page_session["metadata"]["input_check"]
-    assert check["fitted_on"] == "train" and check["images"] == 60
+    train_images = len(artifacts.read_manifest(page_session["run_dir"], split="train"))
+    assert check["fitted_on"] == "train" and check["images"] == train_images
     assert page_session["metadata"]["temperature"] == TEMPERATURE
 
 

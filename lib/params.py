@@ -542,10 +542,40 @@ def _check_recipe(params, origin):
                           f"schedule: constant with reduce_lr, or remove reduce_lr")
     if data.source == "local" and not _is_dir(data.path):
         raise ParamsError(f"parameter 'data.path' {origin.of('data.path')}: no folder at {_show(data.path)}")
+    held = _alpha_of_weights_file(model.weights) if backbone.takes_alpha and _is_file(model.weights) else None
+    if held is not None and abs(held - model.alpha) > 1e-6:
+        raise ParamsError(f"parameter 'model.alpha' {origin.of('model.alpha', 'model.weights')} is {model.alpha}, but "
+                          f"the weights file {_show(model.weights)} holds a network of width alpha {held:g} (its first "
+                          f"convolution has {round(held * 32)} filters): set model.alpha: {held:g}")
     if params.train.class_weight is not None and isinstance(params.train.class_weight, str) \
             and params.train.class_weight != "balanced":
         raise ParamsError(f"parameter 'train.class_weight' {origin.of('train.class_weight')} must be null, "
                           f"balanced or a mapping of class name to weight; got {_show(params.train.class_weight)}")
+
+
+def _alpha_of_weights_file(path):
+    """The width multiplier of the MobileNet-style network whose Keras .h5 weights are at `path` (its first
+    convolution, "conv1"/"Conv1", has 32 x alpha filters), or None when the file says nothing about it."""
+    try:
+        import h5py
+
+        with h5py.File(_resolve(path), "r") as weights:
+            for name in ("conv1", "Conv1"):
+                if name in weights:
+                    kernels = [item for item in _datasets(weights[name]) if item.ndim == 4]
+                    if kernels:
+                        return kernels[0].shape[-1] / 32
+    except (ImportError, OSError, ValueError):  # not HDF5 (a .keras zip), or unreadable: Keras will say
+        return None
+    return None
+
+
+def _datasets(group):
+    import h5py
+
+    found = []
+    group.visititems(lambda name, item: found.append(item) if isinstance(item, h5py.Dataset) else None)
+    return found
 
 
 def check_run_name(name, origin, outputs_dir=None):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import yaml
 
@@ -309,3 +310,15 @@ def test_a_run_name_too_long_in_the_file_fails_the_check_command(tmp_path):
     limit = params.name_max(paths.OUTPUTS_DIR)
     returncode, stderr, _ = check_from_the_command_line(write(tmp_path, f"name: {'a' * (limit + 1)}\n"))
     assert_one_error_line(returncode, stderr, f"'name' in {tmp_path / 'run.yaml'}", f"at most {limit}")
+
+
+def test_a_weights_file_of_another_width_names_the_alpha_it_holds(tmp_path):
+    import h5py
+
+    weights = tmp_path / "mobilenet_0.75_no_top.h5"
+    with h5py.File(weights, "w") as file:
+        file.create_dataset("conv1/conv1/kernel:0", data=np.zeros((3, 3, 3, 24), "float32"))
+    text = f"name: x\nmodel: {{backbone: mobilenet, weights: {weights}}}\n"
+    with pytest.raises(ParamsError, match="holds a network of width alpha 0.75 .*24 filters.*set model.alpha: 0.75"):
+        params.load(write(tmp_path, text))
+    assert params.load(write(tmp_path, text), ["model.alpha=0.75"]).model.alpha == 0.75

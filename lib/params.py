@@ -281,9 +281,7 @@ def load(path, overrides=(), name=None, outputs_dir=None):
     (the --name option) and return validated `Params`. With `outputs_dir`, the name must also fit the file
     system there. Raises ParamsError, one line, naming the key and where its value came from."""
     path = Path(path)
-    raw = _parse_yaml(_read_params_file(path), where=str(path)) or {}
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{path} must hold a mapping of parameters, not {type(raw).__name__}")
+    raw = _read_mapping(path)
     origin = Origin(str(path))
     for override in overrides:
         origin = origin.setting(apply_override(raw, override, origin), f"-p {override}")
@@ -291,6 +289,32 @@ def load(path, overrides=(), name=None, outputs_dir=None):
         raw["name"] = name
         origin = origin.setting("name", "--name")  # the message quotes the value
     return from_dict(raw, origin, outputs_dir)
+
+
+def _read_mapping(path, extended_by=()):
+    """The mapping of a params file, with the file it `extends:` (a params file in the same folder, whose values it
+    overrides key by key) merged under it, so a variant of a recipe sets only what differs from that recipe."""
+    raw = _parse_yaml(_read_params_file(path), where=str(path)) or {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path} must hold a mapping of parameters, not {type(raw).__name__}")
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or Path(base).name != base:
+        raise ParamsError(f"'extends' in {path} must name a params file in the same folder, e.g. "
+                          f"ham10000_finetune.yaml; got {_show(base)}")
+    base_path = path.parent / base
+    if base_path.resolve() in {Path(p).resolve() for p in (*extended_by, path)}:
+        raise ParamsError(f"'extends' in {path} makes a loop: {' -> '.join(str(p) for p in (*extended_by, path, base_path))}")
+    return _merged(_read_mapping(base_path, (*extended_by, path)), raw)
+
+
+def _merged(base, changes):
+    """`base` with `changes` laid over it, mappings merged key by key."""
+    merged = dict(base)
+    for key, value in changes.items():
+        merged[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
 
 
 def load_run(run_dir):

@@ -322,3 +322,19 @@ def test_a_weights_file_of_another_width_names_the_alpha_it_holds(tmp_path):
     with pytest.raises(ParamsError, match="holds a network of width alpha 0.75 .*24 filters.*set model.alpha: 0.75"):
         params.load(write(tmp_path, text))
     assert params.load(write(tmp_path, text), ["model.alpha=0.75"]).model.alpha == 0.75
+
+
+def test_a_recipe_extends_another_and_sets_only_what_differs(tmp_path):
+    (tmp_path / "base.yaml").write_text("name: base\ntrain: {epochs: 7, learning_rate: 0.01, augmentation: "
+                                        "{horizontal_flip: true}}\n")
+    (tmp_path / "variant.yaml").write_text("extends: base.yaml\nname: variant\ntrain: {epochs: 9, augmentation: "
+                                           "{vertical_flip: true}}\n")
+    loaded = params.load(tmp_path / "variant.yaml", ["train.learning_rate=0.002"])
+    assert (loaded.name, loaded.train.epochs, loaded.train.learning_rate) == ("variant", 9, 0.002)
+    assert loaded.train.augmentation.horizontal_flip and loaded.train.augmentation.vertical_flip
+    (tmp_path / "base.yaml").write_text("extends: variant.yaml\nname: base\n")
+    with pytest.raises(ParamsError, match="makes a loop"):
+        params.load(tmp_path / "variant.yaml")
+    (tmp_path / "other.yaml").write_text("extends: ../base.yaml\nname: other\n")
+    with pytest.raises(ParamsError, match="must name a params file in the same folder"):
+        params.load(tmp_path / "other.yaml")

@@ -13,7 +13,7 @@ from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from imagefactory import gradient, write_blank_png, write_png_header  # noqa: E402
+from tests.imagefactory import gradient, write_blank_png, write_png_header  # noqa: E402
 from lib import artifacts, browser, export, images, serve  # noqa: E402
 from tests import runfolders  # noqa: E402
 

@@ -87,16 +87,20 @@ def installed():
             if dist.metadata["Name"]}
 
 
-def check(freeze_path=COLAB_FREEZE):
-    problems = disagreements(PINS, freeze_path)
+def report(problems, prefix, fix, success):
+    """Print each problem and the fix (exit status 1), or the success line (0)."""
     for problem in problems:
-        print(f"{PINS.name}: {problem}", file=sys.stderr)
+        print(f"{prefix}: {problem}", file=sys.stderr)
     if problems:
-        print(f"Colab's list ({freeze_path}) changed: rebuild the pins with `python3 .ci/colab_packages.py regenerate`",
-              file=sys.stderr)
+        print(f"{fix}: rebuild the pins with `python3 .ci/colab_packages.py regenerate`", file=sys.stderr)
         return 1
-    print(f"{PINS.name} agrees with {freeze_path}")
+    print(success)
     return 0
+
+
+def check(freeze_path=COLAB_FREEZE):
+    return report(disagreements(PINS, freeze_path), PINS.name, f"Colab's list ({freeze_path}) changed",
+                  f"{PINS.name} agrees with {freeze_path}")
 
 
 def verify():
@@ -107,14 +111,8 @@ def verify():
                 if have.get(name) != version]
     problems += [f"{name} {version} installed, not pinned" for name, version in sorted(have.items())
                  if name not in wanted]
-    for problem in problems:
-        print(f"not Colab's: {problem}", file=sys.stderr)
-    if problems:
-        print(f"the environment differs from {PINS}: regenerate it with `python3 .ci/colab_packages.py regenerate`",
-              file=sys.stderr)
-        return 1
-    print(f"{len(wanted)} packages, each at the version of {PINS.name} ({len(not_on_colab)} not on Colab's list)")
-    return 0
+    return report(problems, "not Colab's", f"the environment differs from {PINS}",
+                  f"{len(wanted)} packages, each at the version of {PINS.name} ({len(not_on_colab)} not on Colab's list)")
 
 
 def versions():

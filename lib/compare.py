@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from lib import artifacts, paths, report
+from lib import params as params_lib
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def compare_runs(outputs_dir):
                                 "`python -m lib run params/<recipe>.yaml`")
     rows, flat_params = [], []
     for run_dir in run_folders(outputs_dir):
-        params = report.read_params(run_dir)
+        params = params_lib.read_run_mapping(run_dir)
         flat_params.append({name: comparable(value) for name, value in report.flatten_params(params).items()})
         metrics = artifacts.read_json(run_dir / artifacts.METRICS)
         status, reason = run_status(run_dir, metrics)

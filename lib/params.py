@@ -234,7 +234,7 @@ _Loader.add_implicit_resolver(FLOAT_TAG, MORE_FLOATS, NUMBER_STARTS)
 
 
 class _Dumper(yaml.SafeDumper):
-    """Writes what both _Loader and plain yaml.safe_load (lib.report) read back unchanged: a string either
+    """Writes what both _Loader and plain yaml.safe_load (other tools) read back unchanged: a string either
     would take for a number or a boolean is quoted ('1e5', 'off'), and no alias is ever written."""
 
     def ignore_aliases(self, data):
@@ -319,11 +319,21 @@ def _merged(base, changes):
 
 def load_run(run_dir):
     """The resolved params a run was started with (`<run_dir>/params.yaml`)."""
+    return load(_run_params_path(run_dir))
+
+
+def read_run_mapping(run_dir):
+    """The params a run was started with as the nested mapping of its params.yaml, not validated against today's
+    schema: what `compare` reads, so that runs made by older versions still show."""
+    return _read_mapping(_run_params_path(run_dir))
+
+
+def _run_params_path(run_dir):
     path = Path(run_dir) / "params.yaml"
     if not path.is_file():
         raise ParamsError(f"{run_dir} is not a run folder (no params.yaml); start one with "
                           f"`python -m lib run params/demo.yaml`")
-    return load(path)
+    return path
 
 
 def save(params, path):

@@ -9,7 +9,6 @@ import typing
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from lib import params as params_lib
 
@@ -38,13 +37,6 @@ HPARAMS_FILE_SUFFIX = ".hparams.v2"
 TABLE_ROWS = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy (mean recall)"),
               ("macro_f1", "macro F1"), ("roc_auc", "ROC AUC (macro one-vs-rest, or binary)"),
               ("top2_accuracy", "top-2 accuracy"), ("top3_accuracy", "top-3 accuracy"))
-
-
-def read_params(run_dir):
-    """The run's resolved parameters (run_dir/params.yaml) as a nested dict."""
-    path = Path(run_dir) / "params.yaml"
-    with open(path, encoding="utf-8") as handle:
-        return yaml.safe_load(handle) or {}
 
 
 def flatten_params(nested, prefix=""):

@@ -209,7 +209,7 @@ Measured {common.machine_line()}.
 Reproduce: `{command}`
 
 Data: the shared one-image-per-lesion HAM10000 folder (5,984 images, 224 px), split by lesion with
-`data.split_seed` 42 (4,190 train / 896 validation / 898 test images); ImageNet MobileNet v1 alpha 0.75 from a local
+`data.split_seed` 42 (4,188 train / 898 validation / 898 test images); ImageNet MobileNet v1 alpha 0.75 from a local
 weights file. Every choice below was read on the **validation** split (single view, as the web page runs it, before
 calibration); the test split was read only by the recipe's seeds.
 

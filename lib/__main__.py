@@ -21,6 +21,18 @@ from lib.errors import PipelineError
 
 
 def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # papermill's per-notebook INFO lines repeat what the runner prints; --log-output shows cell output instead.
+    logging.getLogger("papermill").setLevel(logging.WARNING)
+    try:
+        return COMMANDS[args.command](args)
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def build_parser():
     parser = argparse.ArgumentParser(prog="python -m lib", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -72,16 +84,7 @@ def main(argv=None):
         "repository", help="show the project's repository, or set it (lib/paths.py, README badges, notebooks)")
     repository.add_argument("url", nargs="?", help="https://github.com/OWNER/NAME; without it: show and check")
     repository.add_argument("--branch", help=f"branch the badges open (default: {paths.REPOSITORY_BRANCH})")
-
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # papermill's per-notebook INFO lines repeat what the runner prints; --log-output shows cell output instead.
-    logging.getLogger("papermill").setLevel(logging.WARNING)
-    try:
-        return COMMANDS[args.command](args)
-    except PipelineError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    return parser
 
 
 def run_command(args):

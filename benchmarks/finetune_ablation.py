@@ -123,6 +123,21 @@ def logistic_regression(run_dir):
     return {"C": best, **fits[best]}
 
 
+def evaluation_rows(run_dir):
+    """The evaluation's own choices on validation, from the recipe's first seed (metrics.json): test-time augmentation
+    (balanced accuracy of each set of views) and temperature scaling (ECE before and after)."""
+    from lib import artifacts
+
+    metrics = artifacts.read_json(Path(run_dir) / artifacts.METRICS)
+    tta, temperature = metrics["tta"], metrics["temperature"]
+    views = ", ".join(f"{variant} {value:.3f}" for variant, value in tta["validation_balanced_accuracy"].items())
+    return [{"variant": "tta", "what": f"+ test-time augmentation, chosen on validation: {tta['chosen']} ({views})",
+             "balanced accuracy": tta["validation_balanced_accuracy"][tta["chosen"]]},
+            {"variant": "temperature", "what": f"+ temperature scaling, T = {temperature['value']:.2f} fitted on "
+                                               f"validation (ECE before {temperature['validation_ece_before']:.3f})",
+             "ECE": temperature["validation_ece_after"]}]
+
+
 def run_seeds(outputs, seeds):
     """`python -m lib sweep` of the recipe over `seeds` seeds (all five notebooks); returns the run folders."""
     name = "ablation_recipe_seeds"
@@ -193,6 +208,8 @@ def main(argv=None):
                  "balanced accuracy": baseline["validation"]["balanced_accuracy"],
                  "melanoma sensitivity": baseline["validation"]["melanoma"]["sensitivity"],
                  "macro AUC": baseline["validation"]["roc_auc"], "ECE": baseline["validation"]["calibration"]["ece"]})
+    if seeds:
+        rows += evaluation_rows(seeds[0])
     validation_table = common.markdown_table(rows, COLUMNS)
     print(validation_table)
     test_table = ""

@@ -31,8 +31,10 @@ from lib import images, registry, sources
 from lib.errors import ParamsError
 
 
-def choice(*allowed, help=""):
-    return {"choices": allowed, "help": help}
+def choice(*allowed, help="", booleans=None):
+    """A string key with `allowed` values; `booleans` ({True: value, False: value}) reads true and false as choices,
+    for a key that was a true/false switch before it had choices (older params files keep working)."""
+    return {"choices": allowed, "help": help, "booleans": booleans or {}}
 
 
 def bounded(low=None, high=None, help=""):
@@ -153,9 +155,10 @@ class ExternalDataParams:
 
 @dataclass
 class EvaluateParams:
-    # test-time augmentation reported beside the plain model (which the web page runs); auto: the variant with the
-    # higher validation balanced accuracy
-    tta: str = field(default="off", metadata=choice(*registry.TTA_MODES))
+    # test-time augmentation, reported beside the plain model (which the web page runs): off, flips (4 views),
+    # dihedral (the 8 right-angle views), auto (the one with the higher validation balanced accuracy); true means
+    # flips, as it did before the choices
+    tta: str = field(default="off", metadata=choice(*registry.TTA_MODES, booleans={True: "flips", False: "off"}))
     # resamples of the test set (whole lesions) behind each 95% interval; 0: no intervals. All are held at once:
     # 10,000 resamples of 1,500 test images take about 0.5 GB
     bootstrap: int = field(default=1000, metadata=bounded(0, 10_000))
@@ -484,6 +487,8 @@ def _convert(value, hint, key, metadata, origin):
         if converted is None:
             fail("a finite number, not NaN or infinity (.nan, .inf, 1e999)")
     elif hint is str:
+        if isinstance(value, bool) and value in metadata.get("booleans", {}):
+            value = metadata["booleans"][value]
         if not isinstance(value, str):
             fail("a string")
         converted = value

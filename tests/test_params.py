@@ -338,3 +338,9 @@ def test_a_recipe_extends_another_and_sets_only_what_differs(tmp_path):
     (tmp_path / "other.yaml").write_text("extends: ../base.yaml\nname: other\n")
     with pytest.raises(ParamsError, match="must name a params file in the same folder"):
         params.load(tmp_path / "other.yaml")
+
+
+def test_a_switch_that_became_a_choice_still_reads_true_and_false(tmp_path):
+    assert params.load(write(tmp_path, "name: x\nevaluate: {tta: true}\n")).evaluate.tta == "flips"
+    assert params.load(write(tmp_path, "name: x\n"), ["evaluate.tta=false"]).evaluate.tta == "off"
+    assert params.load(write(tmp_path, "name: x\n"), ["evaluate.tta=dihedral"]).evaluate.tta == "dihedral"

@@ -30,6 +30,8 @@ MANIFEST = "data/manifest.csv"
 CLASSES = "data/classes.json"
 COUNTS = "data/counts.json"
 PROCESSED = "data/processed"
+SKIPPED = "data/skipped.csv"  # for people: every image that could not be used, with its reason
+DUPLICATES = "data/duplicates.csv"  # for people: copies and near copies across splits
 MODEL = "model/best.keras"
 HISTORY = "model/history.csv"
 TRAINING = "training.json"
@@ -92,6 +94,14 @@ def write_manifest(run_dir, manifest, extra_columns=()):
     path.parent.mkdir(parents=True, exist_ok=True)
     extra = [column for column in extra_columns if column in manifest.columns]
     manifest[[*MANIFEST_COLUMNS, *extra]].to_csv(path, index=False)
+    return path
+
+
+def write_table(run_dir, relative, table):
+    """A table written for people to read (SKIPPED, DUPLICATES): CSV, no index."""
+    path = Path(run_dir) / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
     return path
 
 

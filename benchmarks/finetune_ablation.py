@@ -44,6 +44,8 @@ VARIANTS = {
                           "the recipe, imbalance by balanced sampling instead of class weights"),
     "focal_loss": (FINETUNE, ["train.class_weight=null", "train.loss=focal"],
                    "the recipe, imbalance by focal loss (gamma 2) instead of class weights"),
+    "balanced_sampling_mel_weight": (FINETUNE, ["train.sampling=balanced", "train.class_weight={mel: 1.5}"],
+                                     "balanced sampling, and melanoma's loss weighed 1.5x (a screening aid's priority)"),
     "colour_augmentation": (FINETUNE, ["train.augmentation.brightness=0.1", "train.augmentation.contrast=0.1",
                                        "train.augmentation.saturation=0.1", "train.augmentation.hue=0.02"],
                             "the recipe + brightness, contrast, saturation +-10%, hue +-2%"),

@@ -65,11 +65,16 @@ def lib_command(*arguments, overrides=()):
 
 
 def train_variant(name, outputs, recipe, overrides):
-    """Run notebooks 01-03 of a variant (a finished run folder is reused); returns its run folder."""
-    from lib import artifacts
+    """Run notebooks 01-03 of a variant; a finished run folder is reused when it was trained with exactly these
+    params. Returns the run folder."""
+    from lib import artifacts, params
 
     run_dir = Path(outputs) / f"ablation_{name}"
     if run_dir.is_dir() and "03_train" in artifacts.finished_steps(run_dir):
+        wanted = params.load(common.PROJECT_ROOT / recipe, shared_overrides() + overrides, name=run_dir.name)
+        if params.load_run(run_dir) != wanted:
+            raise RuntimeError(f"{run_dir} was trained with other params than variant {name} asks for: move it away "
+                               "to train the variant again")
         return run_dir
     command = lib_command("run", recipe, "--name", run_dir.name, "--outputs", str(outputs), "--until", "03_train",
                           overrides=shared_overrides() + overrides) + (["--resume"] if run_dir.is_dir() else [])

@@ -279,10 +279,11 @@ def learning_rate_schedule(schedule, peak, epochs, warmup_epochs, steps_per_epoc
 
 
 def compile_model(model, optimizer="adam", learning_rate=1e-3, loss="crossentropy", label_smoothing=0.0,
-                  focal_gamma=2.0, weight_decay=None):
+                  focal_gamma=2.0, weight_decay=None, ema_momentum=None):
     """Compile with the loss (cross-entropy, categorical for softmax outputs and binary for sigmoid outputs on
     one-hot targets, or its focal form) and the metrics of `metric_names`. `learning_rate`: a number or a
-    Keras schedule; `weight_decay`: decoupled weight decay, None for the optimizer's default."""
+    Keras schedule; `weight_decay`: decoupled weight decay, None for the optimizer's default; `ema_momentum`: keep an
+    exponential moving average of the weights (None: none), which `make_callbacks(ema=True)` validates and saves."""
     if optimizer not in registry.OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of: {', '.join(registry.OPTIMIZERS)}")
     if loss not in registry.LOSSES:
@@ -298,6 +299,8 @@ def compile_model(model, optimizer="adam", learning_rate=1e-3, loss="crossentrop
     metrics += [keras.metrics.TopKCategoricalAccuracy(k, name=f"top{k}_accuracy") for k in TOP_K if num_classes > k]
     metrics.append(keras.metrics.AUC(name="auc"))
     extra = {} if weight_decay is None else {"weight_decay": weight_decay}
+    if ema_momentum is not None:
+        extra.update(use_ema=True, ema_momentum=ema_momentum)
     optimizer_class = getattr(keras.optimizers, registry.OPTIMIZERS[optimizer])
     model.compile(optimizer=optimizer_class(learning_rate=learning_rate, **extra), loss=losses[(loss, sigmoid)],
                   metrics=metrics)
@@ -386,14 +389,15 @@ def fit_phase(model, phase, data, p, run_dir, strategy, extra_callbacks=()):
         rate = learning_rate_schedule(p.train.schedule, phase.learning_rate, phase.epochs - phase.initial_epoch,
                                       p.train.warmup_epochs, steps)
         compile_model(fitted, p.train.optimizer, rate, p.train.loss, p.train.label_smoothing, p.train.focal_gamma,
-                      p.train.weight_decay)
+                      p.train.weight_decay, p.train.ema_momentum)
         if multi_worker:
             fit_under_multi_worker(fitted)
     mode = resolve_mode(p.train.monitor, p.train.monitor_mode)
     callbacks = make_callbacks(out_dir, p.train.monitor, mode, p.train.reduce_lr, p.train.early_stopping,
                                phase=phase.number, best_so_far=best_epoch(history, p.train.monitor, mode)[1],
                                checkpoint_model=model if phase.cached else None,
-                               append_history=history is not None) + list(extra_callbacks)
+                               append_history=history is not None,
+                               ema=p.train.ema_momentum is not None) + list(extra_callbacks)
     weights = inputs.class_weights(p.train.class_weight, data.train.labels, data.classes)
     with strategy.scope() if multi_worker else contextlib.nullcontext():
         fitted.fit(train_data, validation_data=val_data, epochs=phase.epochs, initial_epoch=phase.initial_epoch,
@@ -439,14 +443,16 @@ def resolve_mode(monitor, mode="auto"):
 
 
 def make_callbacks(run_dir, monitor, mode, reduce_lr=None, early_stopping=None, phase=1, best_so_far=None,
-                   checkpoint_model=None, append_history=False):
+                   checkpoint_model=None, append_history=False, ema=False):
     """ModelCheckpoint (best by `monitor` to model/best.keras; of `checkpoint_model` when the fitted model
     is only its head), BackupAndRestore (model/backup/phase<N>), CSVLogger (model/history.csv),
-    TensorBoard (logs/), ReduceLROnPlateau and EarlyStopping from their params (or None)."""
+    TensorBoard (logs/), ReduceLROnPlateau and EarlyStopping from their params (or None). With `ema`, validation
+    and the checkpoint see the moving average of the weights (SwapEMAWeights), the backup the weights themselves."""
     run_dir = Path(run_dir)
     checkpoint = _Checkpoint(checkpoint_model, str(run_dir / artifacts.MODEL), monitor=monitor,
                              mode=mode, save_best_only=True, initial_value_threshold=best_so_far)
     callbacks = [keras.callbacks.BackupAndRestore(str(run_dir / "model" / "backup" / f"phase{phase}")),
+                 *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema else []),
                  _LearningRateLog(), checkpoint,
                  keras.callbacks.CSVLogger(str(run_dir / artifacts.HISTORY), append=append_history),
                  keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False)]

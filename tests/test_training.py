@@ -327,3 +327,19 @@ def test_multi_worker_strategy_trains_with_two_local_workers_that_stay_in_sync(m
     assert weights[0] == weights[1], "the workers' weights diverged: gradients were not all-reduced"
     assert keras.models.load_model(run_folder / artifacts.MODEL).output_shape == (None, 3)
     assert list(pd.read_csv(run_folder / artifacts.HISTORY)["epoch"]) == [0, 1]
+
+
+def test_a_moving_average_of_the_weights_is_what_validation_sees_and_the_checkpoint_keeps(make_run_folder):
+    """With a momentum near 1 the average barely leaves the initial weights: validation (which sees the average)
+    stays where it started while the training loss falls; without it, validation moves with training."""
+    def trained(ema_momentum):
+        run_dir = make_run_folder(f"ema-{ema_momentum}")
+        model, _ = training.train(run_dir, tiny_params(epochs=3, learning_rate=0.01, ema_momentum=ema_momentum),
+                                  strategy="default")
+        return model, pd.read_csv(run_dir / artifacts.HISTORY)
+
+    averaged, averaged_history = trained(0.9999)
+    plain, plain_history = trained(None)
+    assert averaged.optimizer.use_ema and not plain.optimizer.use_ema
+    assert averaged_history["loss"].iloc[-1] < averaged_history["loss"].iloc[0] - 0.05  # the weights did train
+    assert np.ptp(averaged_history["val_loss"]) < 0.02 < np.ptp(plain_history["val_loss"])

@@ -104,8 +104,14 @@ def validation_metrics(run_dir):
     training = artifacts.read_json(Path(run_dir) / artifacts.TRAINING)
     return {"balanced accuracy": metrics["balanced_accuracy"],
             "melanoma sensitivity": metrics["melanoma"]["sensitivity"], "macro AUC": metrics["roc_auc"],
-            "ECE": metrics["calibration"]["ece"], "training s": training["wall_time_seconds"],
+            "ECE": metrics["calibration"]["ece"], "training s": training_seconds(training),
             "best epoch": training["best_epoch"], "dtype": training["dtype_policy"]}
+
+
+def training_seconds(training):
+    """training.json's wall time, marked when the run was resumed (the time is then that of the last process only)."""
+    seconds = training["wall_time_seconds"]
+    return f"{seconds} (resumed)" if any(phase["resumed"] for phase in training["phases"]) else seconds
 
 
 def logistic_regression(run_dir):

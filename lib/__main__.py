@@ -57,6 +57,9 @@ def build_parser():
     sweep.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                        help="override a parameter in every run, e.g. -p train.epochs=1 (repeatable; not seed)")
     sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    sweep.add_argument("--until", default="05_convert_tfjs", metavar="NOTEBOOK",
+                       help="stop every run after this notebook, e.g. 03_train: choose on validation before the "
+                            "test split is read (default: run all five)")
     sweep.add_argument("--outputs", default=str(paths.OUTPUTS_DIR), help="where run folders go (default: outputs/)")
     sweep.add_argument("--no-shared-data", dest="share_data", action="store_false",
                        help="run notebooks 01-02 in every run instead of copying the first run's products")
@@ -100,7 +103,7 @@ def sweep_command(args):
 
     sweep.run_sweep(args.params_file, seeds=args.seeds, overrides=args.param, name=args.name,
                     outputs_dir=paths.resolve(args.outputs), resume=args.resume, kernel_name=args.kernel,
-                    log_output=args.log_output, share_data=args.share_data)
+                    log_output=args.log_output, share_data=args.share_data, until=args.until)
     return 0
 
 

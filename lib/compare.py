@@ -152,13 +152,17 @@ def aggregate_runs(outputs_dir, runs):
     """Mean and standard deviation of each AGGREGATED metric over the complete (not stale) `runs` (folder names in
     `outputs_dir`): {"runs": [{"run", "status"}], "n_complete", "test_set" (the fingerprint when all complete runs
     share it, else None), "same_test_set", "metrics": {metric: {"mean", "std", "n"}}}. The standard deviation is
-    the sample one (n - 1); None for fewer than two runs."""
-    statuses, values, fingerprints = [], [], set()
+    the sample one (n - 1); None for fewer than two runs. "validation" holds the same of the trained runs' best
+    validation value of `train.monitor` (training.json), for choosing between sweeps before any test split is read."""
+    statuses, values, fingerprints, validation = [], [], set(), []
     for run in runs:
         run_dir = Path(outputs_dir) / run
         metrics = artifacts.read_json(run_dir / artifacts.METRICS) if run_dir.is_dir() else None
         status = run_status(run_dir, metrics)[0] if run_dir.is_dir() else "missing"
         statuses.append({"run": run, "status": status})
+        training = artifacts.read_json(run_dir / artifacts.TRAINING) if run_dir.is_dir() else None
+        if training and training.get("best_value") is not None and not artifacts.stale_reason(run_dir, "03_train"):
+            validation.append((training["monitor"], training["best_value"]))
         if status == "complete":
             row = run_metrics(metrics)
             values.append({key: row[key] for key in AGGREGATED})
@@ -169,7 +173,12 @@ def aggregate_runs(outputs_dir, runs):
         column = table[key].dropna()
         summary[key] = {"mean": float(column.mean()) if len(column) else None,
                         "std": float(column.std(ddof=1)) if len(column) > 1 else None, "n": int(len(column))}
+    monitors = {monitor for monitor, _ in validation}
+    best = pd.Series([value for _, value in validation] if len(monitors) == 1 else [], dtype=float)
     return {"runs": statuses, "n_complete": len(values),
+            "validation": {"monitor": monitors.pop() if len(monitors) == 1 else None,
+                           "mean": float(best.mean()) if len(best) else None,
+                           "std": float(best.std(ddof=1)) if len(best) > 1 else None, "n": int(len(best))},
             "test_set": next(iter(fingerprints)) if len(fingerprints) == 1 else None,
             "same_test_set": len(fingerprints) <= 1, "metrics": summary}
 

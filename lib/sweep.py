@@ -3,14 +3,17 @@ deviation of each test metric over the runs.
 
     python -m lib sweep params/demo.yaml --seeds 3          # runs demo-seed42, demo-seed43, demo-seed44
     python -m lib sweep params/demo.yaml --seeds 5 --name demo-lr -p train.learning_rate=0.001
+    python -m lib sweep params/demo.yaml --seeds 3 --until 03_train   # train only: compare recipes on validation,
+    python -m lib sweep params/demo.yaml --seeds 3 --resume           # then evaluate the chosen one on test
 
 Each run is an ordinary run folder made by the project's runner (`pipeline.run`), named <name>-seed<seed>, with the
 params file's `seed` + 0, 1, ... N-1: only `seed` changes, so `data.split_seed` keeps the split and every run is
 tested on the same images. Notebooks 01-02 do not read `seed`, so the first run's products of them (data/, their
 plots and executed notebooks) are copied into the other runs, which start at 03_train.
 
-The record outputs/<name>-sweep.json ({name, params_file, overrides, seeds, runs, shared_data_from, aggregate})
-is rewritten after every run; `python -m lib compare` recomputes the aggregate from the runs' metrics.json.
+The record outputs/<name>-sweep.json ({name, params_file, overrides, seeds, runs, shared_data_from, until, aggregate})
+is rewritten after every run; its aggregate holds the mean and spread of the runs' best validation value of
+`train.monitor` as soon as they are trained, and of their test metrics once they are evaluated; `python -m lib compare` recomputes the aggregate from the runs' metrics.json.
 """
 
 import datetime
@@ -69,10 +72,10 @@ def sweep_path(outputs_dir, name):
 
 
 def run_sweep(params_file, seeds=3, overrides=(), name=None, outputs_dir="outputs", resume=False,
-              kernel_name="python3", log_output=False, share_data=True):
-    """Run the recipe `params_file` once per seed (`seeds_for`), one after the other, through `pipeline.run`, and
-    write the sweep record after each run. `resume` continues an interrupted sweep (finished runs are skipped,
-    an interrupted one resumes). Returns the record."""
+              kernel_name="python3", log_output=False, share_data=True, until=pipeline.NOTEBOOKS[-1]):
+    """Run the recipe `params_file` once per seed (`seeds_for`), one after the other, through `pipeline.run` up to
+    notebook `until`, and write the sweep record after each run. `resume` continues an interrupted sweep, or one
+    that stopped at `until` (finished notebooks are skipped, an interrupted one resumes). Returns the record."""
     if any(override.partition("=")[0].strip() == "seed" for override in overrides):
         raise RunError("a sweep sets `seed` itself (--seeds N: the params file's seed and the N-1 after it); "
                        "remove -p seed=..., or set seed in the params file")
@@ -86,7 +89,7 @@ def run_sweep(params_file, seeds=3, overrides=(), name=None, outputs_dir="output
     seed_list = seeds_for(base.seed, seeds)
     runs = [f"{name}-seed{seed}" for seed in seed_list]
     record = {"name": name, "params_file": str(params_file), "overrides": list(overrides), "seeds": seed_list,
-              "runs": runs, "shared_data_from": runs[0] if share_data and len(runs) > 1 else None,
+              "runs": runs, "shared_data_from": runs[0] if share_data and len(runs) > 1 else None, "until": until,
               "command": " ".join(sys.argv),
               "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     outputs_dir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +106,8 @@ def run_sweep(params_file, seeds=3, overrides=(), name=None, outputs_dir="output
                 share_prepared_data(outputs_dir / runs[0], run_dir)
             resume_run = True  # the folder exists now, made here
         pipeline.run(params_file, [*overrides, f"seed={seed}"], name=run, resume=resume_run, outputs_dir=outputs_dir,
-                     kernel_name=kernel_name, log_output=log_output)
+                     kernel_name=kernel_name, log_output=log_output, until=until)
         artifacts.write_json(record_path, {**record, "aggregate": compare.aggregate_runs(outputs_dir, runs)})
-    print(f"Sweep complete: {record_path}")
+    print(f"Sweep complete: {record_path}" if until == pipeline.NOTEBOOKS[-1] else
+          f"Sweep done up to {until}: {record_path}; evaluate it with the same command, --resume and no --until")
     return artifacts.read_json(record_path)

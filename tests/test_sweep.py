@@ -13,11 +13,14 @@ DEMO = "params/demo.yaml"
 @pytest.fixture
 def fake_runner(monkeypatch):
     """Replaces `pipeline.run`: creates the run folder as the runner does, then fakes notebooks 01-02 (a manifest
-    naming its maker) unless they finished before, and 03-04 (a metrics.json whose balanced accuracy is seed/100).
+    naming its maker) unless they finished before, 03 (a training.json whose best validation value is seed/200)
+    unless it finished before, and, unless `until` is 03_train, 04 (a metrics.json whose balanced accuracy is
+    seed/100).
     Returns the list of (run, seed, steps finished when the run started)."""
     calls = []
 
-    def run(params_file, overrides=(), name=None, resume=False, outputs_dir=None, **options):
+    def run(params_file, overrides=(), name=None, resume=False, outputs_dir=None, until="05_convert_tfjs",
+            **options):
         loaded = params_lib.load(params_file, overrides)
         loaded = params_lib.from_dict({**loaded.to_dict(), "name": name})
         run_dir = pipeline.create_run(outputs_dir / name, loaded, params_file, resume=resume)
@@ -29,11 +32,17 @@ def fake_runner(monkeypatch):
                 artifacts.finish_step(run_dir, step)
             (run_dir / "data").mkdir(exist_ok=True)
             (run_dir / artifacts.MANIFEST).write_text(f"made by {name}\n")
-        for step in ("03_train", "04_evaluate"):
-            artifacts.start_step(run_dir, step)
-            artifacts.finish_step(run_dir, step)
+        if "03_train" not in finished:
+            artifacts.start_step(run_dir, "03_train")
+            artifacts.write_json(run_dir / artifacts.TRAINING, {"monitor": "val_balanced_accuracy",
+                                                                "best_value": loaded.seed / 200})
+            artifacts.finish_step(run_dir, "03_train")
+        if until == "03_train":
+            return run_dir
+        artifacts.start_step(run_dir, "04_evaluate")
         artifacts.write_json(run_dir / artifacts.METRICS, {"balanced_accuracy": loaded.seed / 100,
                                                            "test_set": {"sha256": "c" * 64, "n": 61}})
+        artifacts.finish_step(run_dir, "04_evaluate")
         return run_dir
 
     monkeypatch.setattr(pipeline, "run", run)
@@ -78,6 +87,22 @@ def test_a_sweep_is_not_run_twice_without_resume_and_resumes_with_it(tmp_path, f
     sweep.run_sweep(DEMO, seeds=2, outputs_dir=tmp_path, resume=True)
     every_step = ["01_download", "02_preprocess", "03_train", "04_evaluate"]
     assert [steps for _, _, steps in fake_runner[2:]] == [every_step] * 2
+
+
+def test_a_sweep_trained_only_is_compared_on_validation_then_evaluated_on_resume(tmp_path, fake_runner):
+    record = sweep.run_sweep(DEMO, seeds=3, outputs_dir=tmp_path, until="03_train")
+    assert record["until"] == "03_train"
+    assert not any((tmp_path / run / artifacts.METRICS).exists() for run in record["runs"])
+    assert record["aggregate"]["n_complete"] == 0
+    assert record["aggregate"]["validation"]["monitor"] == "val_balanced_accuracy"
+    assert record["aggregate"]["validation"]["mean"] == pytest.approx((42 + 43 + 44) / 3 / 200)
+    assert record["aggregate"]["validation"]["n"] == 3
+
+    fake_runner.clear()
+    record = sweep.run_sweep(DEMO, seeds=3, outputs_dir=tmp_path, resume=True)
+    assert [finished for _, _, finished in fake_runner] == [["01_download", "02_preprocess", "03_train"]] * 3
+    assert record["aggregate"]["n_complete"] == 3
+    assert record["aggregate"]["metrics"]["balanced_accuracy"]["mean"] == pytest.approx(0.43)
 
 
 def test_a_sweep_sets_the_seed_itself(tmp_path):

@@ -198,8 +198,9 @@ def seed_rows(run_dirs, baseline):
     summary = {"run": "mean ± sd"}
     for label in [*keys, "balanced accuracy with TTA", "training s"]:
         values = [row[label] for row in rows]
-        summary[label] = f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 \
-            else values[0]
+        digits = 0 if label == "training s" else 3
+        summary[label] = f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}" \
+            if len(values) > 1 else values[0]
     test = baseline["test"]
     rows += [summary, {"run": f"logistic regression (C={baseline['C']})", "balanced accuracy": test["balanced_accuracy"],
                        "melanoma sensitivity": test["melanoma"]["sensitivity"], "macro AUC": test["roc_auc"],

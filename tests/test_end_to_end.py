@@ -124,3 +124,21 @@ def test_a_run_name_with_spaces_and_accents_runs_to_the_end(tmp_path):
         "data.image_size=32", "train.epochs=1", "export.parity_images=4", "export.browser_parity=off")
     assert run_dir.name == name and (run_dir / "tfjs" / "model.json").is_file()
     assert json.loads((run_dir / "tfjs" / "metadata.json").read_text())["run_name"] == name
+
+
+def test_the_split_follows_split_seed_and_not_the_training_seed(tmp_path):
+    """Notebooks 01-02 twice with different `seed`s write the same split; another `data.split_seed` another one."""
+    def split_of(name, *overrides):
+        command = [sys.executable, "-m", "lib", "run", "params/demo.yaml", "--name", name, "--outputs",
+                   str(tmp_path / "outputs"), "--until", "02_preprocess", "-p", f"data.cache_dir={tmp_path / 'data'}",
+                   "-p", "data.generated_images_per_class=12", "-p", "data.image_size=32"]
+        for override in overrides:
+            command += ["-p", override]
+        result = subprocess.run(command, cwd=paths.PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        manifest = pd.read_csv(tmp_path / "outputs" / name / "data" / "manifest.csv")
+        return dict(zip(manifest["image_id"], manifest["split"]))
+
+    first = split_of("seed1", "seed=1")
+    assert split_of("seed2", "seed=2") == first
+    assert split_of("other_split", "seed=1", "data.split_seed=7") != first

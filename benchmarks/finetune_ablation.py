@@ -72,8 +72,7 @@ def lib_command(*arguments, overrides=()):
 
 def train_variant(name, outputs, recipe, overrides):
     """Run notebooks 01-03 of a variant; a finished run folder is reused when it was trained with exactly these
-    params (under any run name: the folder
-    may have been renamed when the recipe changed). Returns the run folder."""
+    params (under any run name: the folder may have been renamed when the recipe changed). Returns the run folder."""
     from lib import artifacts, params
 
     run_dir = Path(outputs) / f"ablation_{name}"

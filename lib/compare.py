@@ -148,6 +148,13 @@ def comparison_warnings(table):
 
 # ---- seed sweeps ----------------------------------------------------------------------------------------
 
+def spread(values):
+    """{"mean", "std" (sample, n - 1), "n"} of a pandas Series, missing values left out; None where undefined."""
+    values = values.dropna()
+    return {"mean": float(values.mean()) if len(values) else None,
+            "std": float(values.std(ddof=1)) if len(values) > 1 else None, "n": int(len(values))}
+
+
 def aggregate_runs(outputs_dir, runs):
     """Mean and standard deviation of each AGGREGATED metric over the complete (not stale) `runs` (folder names in
     `outputs_dir`): {"runs": [{"run", "status"}], "n_complete", "test_set" (the fingerprint when all complete runs
@@ -168,19 +175,12 @@ def aggregate_runs(outputs_dir, runs):
             values.append({key: row[key] for key in AGGREGATED})
             fingerprints.add(row["test_set_sha256"])
     table = pd.DataFrame(values, columns=list(AGGREGATED)).astype(float)
-    summary = {}
-    for key in AGGREGATED:
-        column = table[key].dropna()
-        summary[key] = {"mean": float(column.mean()) if len(column) else None,
-                        "std": float(column.std(ddof=1)) if len(column) > 1 else None, "n": int(len(column))}
     monitors = {monitor for monitor, _ in validation}
     best = pd.Series([value for _, value in validation] if len(monitors) == 1 else [], dtype=float)
     return {"runs": statuses, "n_complete": len(values),
-            "validation": {"monitor": monitors.pop() if len(monitors) == 1 else None,
-                           "mean": float(best.mean()) if len(best) else None,
-                           "std": float(best.std(ddof=1)) if len(best) > 1 else None, "n": int(len(best))},
+            "validation": {"monitor": monitors.pop() if len(monitors) == 1 else None, **spread(best)},
             "test_set": next(iter(fingerprints)) if len(fingerprints) == 1 else None,
-            "same_test_set": len(fingerprints) <= 1, "metrics": summary}
+            "same_test_set": len(fingerprints) <= 1, "metrics": {key: spread(table[key]) for key in AGGREGATED}}
 
 
 def compare_sweeps(outputs_dir):

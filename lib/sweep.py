@@ -11,9 +11,10 @@ params file's `seed` + 0, 1, ... N-1: only `seed` changes, so `data.split_seed` 
 tested on the same images. Notebooks 01-02 do not read `seed`, so the first run's products of them (data/, their
 plots and executed notebooks) are copied into the other runs, which start at 03_train.
 
-The record outputs/<name>-sweep.json ({name, params_file, overrides, seeds, runs, shared_data_from, until, aggregate})
-is rewritten after every run; its aggregate holds the mean and spread of the runs' best validation value of
-`train.monitor` as soon as they are trained, and of their test metrics once they are evaluated; `python -m lib compare` recomputes the aggregate from the runs' metrics.json.
+The record outputs/<name>-sweep.json ({name, params_file, overrides, seeds, runs, shared_data_from, until,
+aggregate}) is rewritten after every run; its aggregate holds the mean and spread of the runs' best validation value
+of `train.monitor` as soon as they are trained, and of their test metrics once they are evaluated;
+`python -m lib compare` recomputes the aggregate from the runs' metrics.json.
 """
 
 import datetime

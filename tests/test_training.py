@@ -283,8 +283,9 @@ def test_killed_run_resumes_at_its_next_epoch_and_finishes_all_epochs(run_folder
 
 
 @pytest.mark.slow
-def test_mirrored_strategy_trains_on_two_logical_cpus(run_folder):
-    job = job_for(run_folder, strategy="mirrored", epochs=1, batch_size=2)
+@pytest.mark.parametrize("ema_momentum", [None, 0.99])  # the recommended recipe keeps the weights' moving average
+def test_mirrored_strategy_trains_on_two_logical_cpus(run_folder, ema_momentum):
+    job = job_for(run_folder, strategy="mirrored", epochs=1, batch_size=2, ema_momentum=ema_momentum)
     summary = summary_from(run_script(job, env={"LOGICAL_CPUS": "2"}).stdout)
     assert summary["replicas"] == 2 and "MirroredStrategy" in summary["device"]
     assert (run_folder / artifacts.MODEL).is_file()

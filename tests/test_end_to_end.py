@@ -16,11 +16,12 @@ from lib import paths, pipeline
 pytestmark = pytest.mark.slow
 
 
-def run_pipeline(outputs, name, *overrides):
+def run_pipeline(outputs, name, *overrides, until=None, timeout=900):
     command = [sys.executable, "-m", "lib", "run", "params/demo.yaml", "--name", name, "--outputs", str(outputs)]
+    command += ["--until", until] if until else []
     for override in overrides:
         command += ["-p", override]
-    result = subprocess.run(command, cwd=paths.PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(command, cwd=paths.PROJECT_ROOT, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"pipeline failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return outputs / name, result
 
@@ -129,14 +130,10 @@ def test_a_run_name_with_spaces_and_accents_runs_to_the_end(tmp_path):
 def test_the_split_follows_split_seed_and_not_the_training_seed(tmp_path):
     """Notebooks 01-02 twice with different `seed`s write the same split; another `data.split_seed` another one."""
     def split_of(name, *overrides):
-        command = [sys.executable, "-m", "lib", "run", "params/demo.yaml", "--name", name, "--outputs",
-                   str(tmp_path / "outputs"), "--until", "02_preprocess", "-p", f"data.cache_dir={tmp_path / 'data'}",
-                   "-p", "data.generated_images_per_class=12", "-p", "data.image_size=32"]
-        for override in overrides:
-            command += ["-p", override]
-        result = subprocess.run(command, cwd=paths.PROJECT_ROOT, capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stderr[-3000:]
-        manifest = pd.read_csv(tmp_path / "outputs" / name / "data" / "manifest.csv")
+        run_dir, _ = run_pipeline(tmp_path / "outputs", name, f"data.cache_dir={tmp_path / 'data'}",
+                                  "data.generated_images_per_class=12", "data.image_size=32", *overrides,
+                                  until="02_preprocess", timeout=600)
+        manifest = pd.read_csv(run_dir / "data" / "manifest.csv")
         return dict(zip(manifest["image_id"], manifest["split"]))
 
     first = split_of("seed1", "seed=1")

@@ -3,7 +3,7 @@
 recommended recipe over 3 seeds on the test split, beside a scikit-learn logistic regression on the same frozen
 features (the baseline to beat).
 
-    .venv/bin/python benchmarks/finetune_ablation.py                     # every variant, then 3 seeds (~4 h, 2 cores)
+    .venv/bin/python benchmarks/finetune_ablation.py                     # every variant, then 3 seeds (~6 h, 2 cores)
     .venv/bin/python benchmarks/finetune_ablation.py --variants head_only,recipe --seeds 0
     .venv/bin/python benchmarks/finetune_ablation.py --variants recipe --seeds 0   # finished runs: only the table
 
@@ -33,6 +33,7 @@ RECIPE_A = "params/ham10000_mobilenet.yaml"
 # average; variants before it in the table undo part of that
 CLASS_WEIGHTS = ["train.sampling=shuffle", "train.class_weight=balanced"]
 SIXTEEN_EPOCHS = ["train.fine_tune_epochs=16", "train.ema_momentum=null"]
+HIGHER_RATE = ["train.fine_tune_learning_rate=0.0001", "train.warmup_epochs=2"]
 VARIANTS = {
     "recipe_a_as_shipped": (RECIPE_A, ["train.epochs=5"],
                             "recipe A as shipped (Adam 0.01, last 23 layers, val top-3 checkpoint), 5 epochs"),
@@ -58,6 +59,16 @@ VARIANTS = {
                             "class weights + brightness, contrast, saturation +-10%, hue +-2%"),
     "24_epochs": (FINETUNE, ["train.ema_momentum=null"], "+ 24 fine-tuning epochs instead of 16"),
     "recipe": (FINETUNE, [], "+ the weights' moving average (0.998 a step) validated and saved: the recipe"),
+    "rate_1e-4": (FINETUNE, HIGHER_RATE, "tried, not adopted: fine-tuning at 1e-4 (5x) with a 2-epoch warm-up"),
+    "rate_3e-4": (FINETUNE, ["train.fine_tune_learning_rate=0.0003", "train.warmup_epochs=2"],
+                  "tried, not adopted: fine-tuning at 3e-4 (15x) with a 2-epoch warm-up"),
+    "rotation_zoom": (FINETUNE, [*HIGHER_RATE, "train.augmentation.rotation_range=180",
+                                 "train.augmentation.zoom_range=0.15", "train.augmentation.fill_mode=reflect"],
+                      "tried, not adopted: at 1e-4, + rotation by any angle and +-15% zoom (borders reflected)"),
+    "standalone_160": (FINETUNE, ["data.image_size=160", "train.epochs=3", "train.fine_tune_epochs=8",
+                                  "train.fine_tune_learning_rate=0.0003", *CLASS_WEIGHTS, "train.ema_momentum=null"],
+                       "tried, not adopted: issue 17's standalone check in the pipeline: 160 px, 3 head + 8 "
+                       "fine-tuning epochs at 3e-4, balanced class weights, no moving average"),
     "bfloat16": (FINETUNE, ["train.mixed_precision=mixed_bfloat16"], "the recipe computed in bfloat16"),
 }
 COLUMNS = ["variant", "what", "balanced accuracy", "melanoma sensitivity", "macro AUC", "ECE", "training s",

@@ -30,7 +30,7 @@ FINETUNE = "params/ham10000_finetune.yaml"
 RECIPE_A = "params/ham10000_mobilenet.yaml"
 # variant: (recipe, overrides on top of the shared-data ones, what it shows); the order of the table
 # The recipe balances classes by sampling, weighs melanoma 1.5x, fine-tunes 24 epochs and validates the weights' moving
-# average; variants before it in the table undo part of that
+# average; variants before it in the table undo part of that, those after it were tried on top and not adopted
 CLASS_WEIGHTS = ["train.sampling=shuffle", "train.class_weight=balanced"]
 SIXTEEN_EPOCHS = ["train.fine_tune_epochs=16", "train.ema_momentum=null"]
 HIGHER_RATE = ["train.fine_tune_learning_rate=0.0001", "train.warmup_epochs=2"]

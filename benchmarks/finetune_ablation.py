@@ -79,6 +79,8 @@ VARIANTS = {
     "rotation_zoom_24_epochs": (FINETUNE, ["train.fine_tune_epochs=24"],
                                 "+ rotation by any angle and +-15% zoom (borders reflected); over the 30 minutes"),
     "recipe": (FINETUNE, [], "22 fine-tuning epochs instead of 24, to train within 30 minutes: the recipe"),
+    "rotation_zoom_at_2e-5": (FINETUNE, ["train.fine_tune_learning_rate=0.00002", "train.warmup_epochs=1"],
+                              "tried, not adopted: the recipe at the previous rate, 2e-5 after a 1-epoch warm-up"),
     "rate_3e-4": (FINETUNE, [*RIGHT_ANGLES_AT_2E_5, *warmed_up_rate("0.0003")],
                   "tried, not adopted: fine-tuning at 3e-4 (15x) with a 2-epoch warm-up, right-angle views"),
     "standalone_160": (FINETUNE, [*RIGHT_ANGLES_AT_2E_5, "data.image_size=160", "train.epochs=3",

@@ -35,9 +35,9 @@ RECIPE_A = "params/ham10000_mobilenet.yaml"
 # rotation_zoom_24_epochs lead from there to the recipe; those after it were tried and not adopted
 CLASS_WEIGHTS = ["train.sampling=shuffle", "train.class_weight=balanced"]
 SIXTEEN_EPOCHS = ["train.fine_tune_epochs=16", "train.ema_momentum=null"]
-RIGHT_ANGLES_AT_2E_5 = ["train.fine_tune_learning_rate=0.00002", "train.warmup_epochs=1", "train.fine_tune_epochs=24",
-                        "train.augmentation.rotation_range=0", "train.augmentation.zoom_range=0",
-                        "train.augmentation.fill_mode=nearest"]
+PREVIOUS_RATE = ["train.fine_tune_learning_rate=0.00002", "train.warmup_epochs=1"]
+RIGHT_ANGLES_AT_2E_5 = [*PREVIOUS_RATE, "train.fine_tune_epochs=24", "train.augmentation.rotation_range=0",
+                        "train.augmentation.zoom_range=0", "train.augmentation.fill_mode=nearest"]
 
 
 def warmed_up_rate(rate):
@@ -79,7 +79,7 @@ VARIANTS = {
     "rotation_zoom_24_epochs": (FINETUNE, ["train.fine_tune_epochs=24"],
                                 "+ rotation by any angle and +-15% zoom (borders reflected); over the 30 minutes"),
     "recipe": (FINETUNE, [], "22 fine-tuning epochs instead of 24, to train within 30 minutes: the recipe"),
-    "rotation_zoom_at_2e-5": (FINETUNE, ["train.fine_tune_learning_rate=0.00002", "train.warmup_epochs=1"],
+    "rotation_zoom_at_2e-5": (FINETUNE, PREVIOUS_RATE,
                               "tried, not adopted: the recipe at the previous rate, 2e-5 after a 1-epoch warm-up"),
     "rate_3e-4": (FINETUNE, [*RIGHT_ANGLES_AT_2E_5, *warmed_up_rate("0.0003")],
                   "tried, not adopted: fine-tuning at 3e-4 (15x) with a 2-epoch warm-up, right-angle views"),

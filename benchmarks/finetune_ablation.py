@@ -38,6 +38,8 @@ SIXTEEN_EPOCHS = ["train.fine_tune_epochs=16", "train.ema_momentum=null"]
 PREVIOUS_RATE = ["train.fine_tune_learning_rate=0.00002", "train.warmup_epochs=1"]
 RIGHT_ANGLES_AT_2E_5 = [*PREVIOUS_RATE, "train.fine_tune_epochs=24", "train.augmentation.rotation_range=0",
                         "train.augmentation.zoom_range=0", "train.augmentation.fill_mode=nearest"]
+COLOUR = ["train.augmentation.brightness=0.1", "train.augmentation.contrast=0.1", "train.augmentation.saturation=0.1",
+          "train.augmentation.hue=0.02"]
 
 
 def warmed_up_rate(rate):
@@ -67,9 +69,7 @@ VARIANTS = {
                           "imbalance by balanced sampling instead of class weights"),
     "melanoma_weight": (FINETUNE, [*RIGHT_ANGLES_AT_2E_5, *SIXTEEN_EPOCHS],
                         "balanced sampling, and melanoma's loss weighed 1.5x"),
-    "colour_augmentation": (FINETUNE, [*RIGHT_ANGLES_AT_2E_5, *SIXTEEN_EPOCHS, *CLASS_WEIGHTS,
-                                       "train.augmentation.brightness=0.1", "train.augmentation.contrast=0.1",
-                                       "train.augmentation.saturation=0.1", "train.augmentation.hue=0.02"],
+    "colour_augmentation": (FINETUNE, [*RIGHT_ANGLES_AT_2E_5, *SIXTEEN_EPOCHS, *CLASS_WEIGHTS, *COLOUR],
                             "class weights + brightness, contrast, saturation +-10%, hue +-2%"),
     "24_epochs": (FINETUNE, [*RIGHT_ANGLES_AT_2E_5, "train.ema_momentum=null"], "+ 24 fine-tuning epochs instead of 16"),
     "moving_average": (FINETUNE, RIGHT_ANGLES_AT_2E_5,
@@ -81,6 +81,12 @@ VARIANTS = {
     "recipe": (FINETUNE, [], "22 fine-tuning epochs instead of 24, to train within 30 minutes: the recipe"),
     "rotation_zoom_at_2e-5": (FINETUNE, PREVIOUS_RATE,
                               "tried, not adopted: the recipe at the previous rate, 2e-5 after a 1-epoch warm-up"),
+    "colour_on_recipe": (FINETUNE, COLOUR, "tried, not adopted: the recipe + brightness, contrast, saturation "
+                                           "+-10%, hue +-2%"),
+    "unfreeze_from_block_6": (FINETUNE, ["model.trainable_layers=49"],
+                              "tried, not adopted: the recipe fine-tuning blocks 6-13 (the 14 and 7 px stages) only"),
+    "dropout_0.5": (FINETUNE, ["model.dropout=0.5"], "tried, not adopted: the recipe with dropout 0.5 before the "
+                                                     "classifier instead of 0.25"),
     "rate_3e-4": (FINETUNE, [*RIGHT_ANGLES_AT_2E_5, *warmed_up_rate("0.0003")],
                   "tried, not adopted: fine-tuning at 3e-4 (15x) with a 2-epoch warm-up, right-angle views"),
     "standalone_160": (FINETUNE, [*RIGHT_ANGLES_AT_2E_5, "data.image_size=160", "train.epochs=3",

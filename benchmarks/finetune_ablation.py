@@ -83,6 +83,9 @@ VARIANTS = {
                               "tried, not adopted: the recipe at the previous rate, 2e-5 after a 1-epoch warm-up"),
     "colour_on_recipe": (FINETUNE, COLOUR, "tried, not adopted: the recipe + brightness, contrast, saturation "
                                            "+-10%, hue +-2%"),
+    "shift_on_recipe": (FINETUNE, ["train.augmentation.width_shift_range=0.1",
+                                   "train.augmentation.height_shift_range=0.1"],
+                        "tried, not adopted: the recipe + shifts up to 10% of the width and height"),
     "unfreeze_from_block_6": (FINETUNE, ["model.trainable_layers=49"],
                               "tried, not adopted: the recipe fine-tuning blocks 6-13 (the 14 and 7 px stages) only"),
     "dropout_0.5": (FINETUNE, ["model.dropout=0.5"], "tried, not adopted: the recipe with dropout 0.5 before the "

@@ -3,7 +3,7 @@
 recommended recipe over 3 seeds on the test split, beside a scikit-learn logistic regression on the same frozen
 features (the baseline to beat).
 
-    .venv/bin/python benchmarks/finetune_ablation.py                     # every variant, then 3 seeds (~6 h, 2 cores)
+    .venv/bin/python benchmarks/finetune_ablation.py                     # every variant, then 3 seeds (~9 h, 2 cores)
     .venv/bin/python benchmarks/finetune_ablation.py --variants head_only,recipe --seeds 0
     .venv/bin/python benchmarks/finetune_ablation.py --variants recipe --seeds 0   # finished runs: only the table
 

@@ -90,6 +90,8 @@ VARIANTS = {
                               "tried, not adopted: the recipe fine-tuning blocks 6-13 (the 14 and 7 px stages) only"),
     "dropout_0.5": (FINETUNE, ["model.dropout=0.5"], "tried, not adopted: the recipe with dropout 0.5 before the "
                                                      "classifier instead of 0.25"),
+    "mixup_0.2": (FINETUNE, ["train.mixup=0.2"], "tried, not adopted: the recipe + MixUp (Beta(0.2, 0.2) blends of "
+                                                 "image pairs and their labels)"),
     "rate_3e-4": (FINETUNE, [*RIGHT_ANGLES_AT_2E_5, *warmed_up_rate("0.0003")],
                   "tried, not adopted: fine-tuning at 3e-4 (15x) with a 2-epoch warm-up, right-angle views"),
     "standalone_160": (FINETUNE, [*RIGHT_ANGLES_AT_2E_5, "data.image_size=160", "train.epochs=3",

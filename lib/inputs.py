@@ -142,6 +142,19 @@ def make_augmenter(augmentation, seed=None):
     return augment
 
 
+def make_mixup(alpha, seed=None):
+    """A function (images, one-hot targets) batches -> the same blended pairwise by Keras' MixUp layer (weights
+    drawn from Beta(alpha, alpha)) for `dataset.map`, or None when alpha is 0."""
+    if not alpha:
+        return None
+    mix_up = keras.layers.MixUp(alpha=alpha, seed=seed)
+
+    def mix(images, targets):
+        mixed = mix_up({"images": images, "labels": targets}, training=True)
+        return mixed["images"], mixed["labels"]
+    return mix
+
+
 def augmented_examples(image, augmentation, count=9, seed=42):
     """`count` augmented versions of one RGB [0, 255] image (S, S, 3), for showing what the model sees:
     float32 (count, S, S, 3). Without augmentation, copies of the image."""
@@ -153,13 +166,13 @@ def augmented_examples(image, augmentation, count=9, seed=42):
 # ---- datasets -------------------------------------------------------------------------------------
 
 def image_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=False, sampling="shuffle", seed=42,
-                  augment=None, drop_remainder=False, in_memory=True):
+                  augment=None, mix=None, drop_remainder=False, in_memory=True):
     """Batches of (float32 RGB [0, 255] (B, S, S, 3), one-hot float32 (B, num_classes)) from processed PNGs.
 
     With `in_memory` (and when they fit in MEMORY_FRACTION of the memory), the images are decoded once, here, and served from
     memory; otherwise each epoch reads them from disk. `shuffle` reshuffles every epoch from `seed`;
     `sampling: balanced` draws every class equally often (as many images per epoch as there are);
-    `augment` (from `make_augmenter`) runs on whole batches."""
+    `augment` (from `make_augmenter`) runs on whole batches, then `mix` (from `make_mixup`) on (images, targets)."""
     if len(paths) != len(labels):
         raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
     paths = [str(path) for path in paths]
@@ -174,7 +187,7 @@ def image_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=Fa
         def lookup(index):
             image = tf.ensure_shape(decode_processed(tf.gather(table, index)), (image_size, image_size, 3))
             return tf.cast(image, tf.float32)
-    return _batches(lookup, labels, num_classes, batch_size, shuffle, sampling, seed, augment, drop_remainder)
+    return _batches(lookup, labels, num_classes, batch_size, shuffle, sampling, seed, augment, drop_remainder, mix)
 
 
 def available_memory():
@@ -197,7 +210,7 @@ def feature_dataset(features, labels, num_classes, batch_size, shuffle=False, sa
                     None, drop_remainder)
 
 
-def _batches(lookup, labels, num_classes, batch_size, shuffle, sampling, seed, augment, drop_remainder):
+def _batches(lookup, labels, num_classes, batch_size, shuffle, sampling, seed, augment, drop_remainder, mix=None):
     labels = np.asarray(labels, np.int32)
     if sampling not in registry.SAMPLINGS:
         raise ValueError(f"unknown sampling {sampling!r}; choose one of: {', '.join(registry.SAMPLINGS)}")
@@ -214,6 +227,8 @@ def _batches(lookup, labels, num_classes, batch_size, shuffle, sampling, seed, a
     if augment is not None:
         dataset = dataset.map(lambda images, targets: (augment(images), targets),
                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if mix is not None:
+        dataset = dataset.map(mix, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     options = tf.data.Options()
     # tensors in memory, not files: multi-worker training shards them by element
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA

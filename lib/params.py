@@ -126,6 +126,9 @@ class TrainParams:
     loss: str = field(default="crossentropy", metadata=choice(*registry.LOSSES))
     focal_gamma: float = field(default=2.0, metadata=bounded(0.0, 10.0))  # loss: focal only
     label_smoothing: float = field(default=0.0, metadata=bounded(0.0, 0.5))
+    # MixUp in the augmented phase: blend pairs of a batch's images and their labels by a Beta(mixup, mixup) share
+    # (0.2-0.4 are usual); 0: off
+    mixup: float = field(default=0.0, metadata=bounded(0.0, 10.0))
     # keep an exponential moving average of the weights (e.g. 0.99 a step), validated and checkpointed each epoch in
     # their place: a smoother checkpoint than the last step's weights; null: none
     ema_momentum: typing.Optional[float] = field(default=None, metadata=bounded(0.0, 0.9999))

@@ -336,7 +336,7 @@ def plan(p, multi_worker=False):
     every worker would write the same cache); a single phase does so only with a frozen backbone and no
     augmentation, because cached features are of unaugmented images."""
     train, model = p.train, p.model
-    augmented = inputs.asks_for_augmentation(dataclasses.asdict(train.augmentation))
+    augmented = inputs.asks_for_augmentation(dataclasses.asdict(train.augmentation)) or train.mixup > 0
     cache_allowed = train.feature_cache != "off" and not multi_worker
     if train.fine_tune_epochs:
         head_cached = cache_allowed
@@ -427,10 +427,10 @@ def _datasets(model, phase, data, p, run_dir, batch_size, whole_batches):
                                        **options),
                 inputs.feature_dataset(features["validation"], validation.labels, len(classes), batch_size,
                                        drop_remainder=whole_batches))
-    augment = (inputs.make_augmenter(dataclasses.asdict(p.train.augmentation), seed=p.seed)
-               if phase.augmented else None)
+    augment, mix = ((inputs.make_augmenter(dataclasses.asdict(p.train.augmentation), seed=p.seed),
+                     inputs.make_mixup(p.train.mixup, seed=p.seed)) if phase.augmented else (None, None))
     return (inputs.image_dataset(train.paths, train.labels, len(classes), data.image_size, batch_size, shuffle=True,
-                                 augment=augment, **options),
+                                 augment=augment, mix=mix, **options),
             inputs.image_dataset(validation.paths, validation.labels, len(classes), data.image_size, batch_size,
                                  drop_remainder=whole_batches))
 

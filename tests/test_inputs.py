@@ -129,6 +129,27 @@ def test_augmenter_changes_images_within_pixel_range_and_none_means_off():
         inputs.make_augmenter({"rotation": 10})
 
 
+def test_mixup_blends_each_image_and_its_label_by_the_same_share_and_zero_means_off():
+    assert inputs.make_mixup(0.0) is None
+    # an image of class c is the constant 100 * c, so a blend's pixels must equal its label weights . class values
+    classes = np.arange(16) % 4
+    images = np.broadcast_to((100.0 * classes)[:, None, None, None], (16, 8, 8, 3)).astype("float32")
+    targets = np.eye(4, dtype="float32")[classes]
+    mixed_images, mixed_targets = map(keras.ops.convert_to_numpy, inputs.make_mixup(0.4, seed=3)(images, targets))
+    np.testing.assert_allclose(mixed_targets.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(mixed_images[:, 0, 0, 0], mixed_targets @ (100.0 * np.arange(4)), rtol=1e-4, atol=1e-3)
+    assert np.all(mixed_images.std(axis=(1, 2, 3)) < 1e-3)  # whole images blended, not patches
+    assert ((mixed_targets > 0.01) & (mixed_targets < 0.99)).any(axis=1).sum() >= 4
+
+
+def test_shuffled_training_batches_carry_mixup_blended_labels(run_folder):
+    paths, labels, classes = train_split(run_folder)
+    images, targets = next(iter(inputs.image_dataset(paths, labels, len(classes), 32, batch_size=8, shuffle=True,
+                                                     mix=inputs.make_mixup(1.0, seed=0))))
+    assert images.shape == (8, 32, 32, 3)
+    assert ((targets > 0) & (targets < 1)).numpy().any()
+
+
 def test_every_augmentation_parameter_is_understood_by_the_augmenter():
     keys = {field for field in params.AugmentationParams.__dataclass_fields__}
     assert keys == set(inputs.AUGMENTATION_KEYS)

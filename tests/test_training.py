@@ -135,6 +135,8 @@ def test_plan_caches_a_single_phase_only_on_a_frozen_backbone_without_augmentati
     augmented = training.plan(tiny_params(model={"trainable_layers": 0}, augmentation={"vertical_flip": True}))
     assert augmented[0].cached is False and augmented[0].augmented is True
     assert training.plan(tiny_params(fine_tune_epochs=2), multi_worker=True)[0].cached is False
+    mixed = training.plan(tiny_params(model={"trainable_layers": 0}, mixup=0.2))
+    assert mixed[0].cached is False and mixed[0].augmented is True  # MixUp blends images: no cached features
     with pytest.raises(TrainingError, match="feature_cache: on needs a phase on a frozen backbone"):
         training.plan(tiny_params(feature_cache="on"))
 

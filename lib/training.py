@@ -334,7 +334,7 @@ def plan(p, multi_worker=False):
     """The phases of `p` (Params): one, or with train.fine_tune_epochs a head phase then a fine-tuning phase.
     The head phase trains on cached features unless train.feature_cache is off (or under multi_worker, where
     every worker would write the same cache); a single phase does so only with a frozen backbone and no
-    augmentation, because cached features are of unaugmented images."""
+    augmentation (train.mixup included), because cached features are of unaugmented images."""
     train, model = p.train, p.model
     augmented = inputs.asks_for_augmentation(dataclasses.asdict(train.augmentation)) or train.mixup > 0
     cache_allowed = train.feature_cache != "off" and not multi_worker

@@ -99,6 +99,11 @@ VARIANTS = {
                            "the recipe without label smoothing (hard targets): what its 0.1 is worth"),
     "batch_16": (FINETUNE, ["train.batch_size=16"], "tried, not adopted: the recipe in batches of 16 instead of 32 "
                                                    "(twice the updates, the same rates)"),
+    "ema_0.999": (FINETUNE, ["train.ema_momentum=0.999"], "the recipe averaging its weights over ~8 epochs "
+                                                          "(0.999 a step) instead of ~4 (0.998)"),
+    "shades_of_gray": (FINETUNE, ["model.colour_constancy=shades_of_gray"],
+                       "the recipe with Shades of Gray colour constancy in the model (each image's colour cast "
+                       "removed)"),
     "rate_3e-4": (FINETUNE, [*RIGHT_ANGLES_AT_2E_5, *warmed_up_rate("0.0003")],
                   "tried, not adopted: fine-tuning at 3e-4 (15x) with a 2-epoch warm-up, right-angle views"),
     "standalone_160": (FINETUNE, [*RIGHT_ANGLES_AT_2E_5, "data.image_size=160", "train.epochs=3",
@@ -176,7 +181,8 @@ def logistic_regression(run_dir):
     p = params.load_run(run_dir)
     classes = artifacts.class_names(run_dir)
     backbone = models.build_model(p.model.backbone, len(classes), p.data.image_size, alpha=p.model.alpha,
-                                  weights=p.model.weights, pooling=p.model.pooling, trainable_layers=0)
+                                  weights=p.model.weights, pooling=p.model.pooling, trainable_layers=0,
+                                  colour_constancy=p.model.colour_constancy)
     extractor, features, labels = models.feature_model(backbone), {}, {}
     for split in ("train", "validation", "test"):
         rows = artifacts.read_manifest(run_dir, split=split)

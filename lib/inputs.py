@@ -271,7 +271,7 @@ def class_weights(class_weight, labels, classes):
 
 def feature_cache_key(model_params, image_size, seed, policy):
     """Folder name under features/ identifying what the backbone computes: backbone, width, weights, input
-    size, pooling and compute dtype (randomly initialised weights depend on the seed)."""
+    size, pooling, colour constancy (when on) and compute dtype (randomly initialised weights depend on the seed)."""
     weights = model_params.weights
     if weights is None:
         weights_tag = f"random-seed{seed}"
@@ -280,7 +280,9 @@ def feature_cache_key(model_params, image_size, seed, policy):
     else:
         path = Path(str(weights))
         weights_tag = f"{path.stem}-{path.stat().st_size}"
-    return f"{model_params.backbone}-alpha{model_params.alpha}-{weights_tag}-{image_size}px-{model_params.pooling}-{policy}"
+    colour = "" if model_params.colour_constancy == "none" else f"-{model_params.colour_constancy}"
+    return (f"{model_params.backbone}-alpha{model_params.alpha}-{weights_tag}-{image_size}px-{model_params.pooling}"
+            f"{colour}-{policy}")
 
 
 def cached_features(feature_model, folder, split, paths, image_size):

@@ -5,6 +5,7 @@ Every model built here has the same structure, which evaluation (Grad-CAM), the 
 the TF.js export rely on:
 
     image (None, S, S, 3) float RGB in [0, 255]
+      -> optional "colour_constancy" layer (Shades of Gray: each image's colour cast removed)
       -> "preprocess" layer (the backbone's own preprocess_input, serializable, no Lambda)
       -> "backbone" (a nested functional model: conv feature maps, (None, h, w, c))
       -> "pool" (GlobalAveragePooling2D or GlobalMaxPooling2D, (None, c))
@@ -39,6 +40,35 @@ class CaffePreprocess(layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+@keras.saving.register_keras_serializable(package="lib.models")
+class ShadesOfGray(layers.Layer):
+    """Colour constancy by Shades of Gray (Finlayson & Trezzi 2004), as dermoscopy uses it across cameras
+    (Barata et al. 2015; the ISIC 2019 winners): each image's illuminant is the Minkowski `power`-mean of each
+    channel, and the channels are rescaled so that illuminant becomes grey of the same mean, clipped to
+    [0, 255]. Part of the model, so training, evaluation and the web page all see the same correction."""
+
+    def __init__(self, power=6, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # x ** 6 underflows in float16
+        super().__init__(**kwargs)
+        self.power = power
+
+    def call(self, inputs):
+        ops = keras.ops
+        unit = ops.clip(ops.cast(inputs, "float32") / 255.0, 0.0, 1.0)
+        illuminant = ops.power(ops.mean(ops.power(unit, self.power), axis=(1, 2), keepdims=True), 1.0 / self.power)
+        grey = ops.mean(illuminant, axis=-1, keepdims=True)
+        return ops.clip(unit * grey / ops.maximum(illuminant, 1e-6), 0.0, 1.0) * 255.0
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "power": self.power}
+
+
+COLOUR_CONSTANCY = {"none": None, "shades_of_gray": lambda: ShadesOfGray(name="colour_constancy")}
 
 
 def small_cnn(input_shape, weights=None, alpha=1.0, name="small_cnn"):
@@ -137,13 +167,14 @@ def set_trainable_layers(model, trainable_layers, freeze_batch_norm=True):
 
 def build_model(backbone, num_classes, image_size, alpha=1.0, weights=None, head="pooled", pooling="avg",
                 dense_units=(), dropout=0.25, trainable_layers=-1, output_activation="softmax",
-                freeze_batch_norm=True):
+                freeze_batch_norm=True, colour_constancy="none"):
     """Build the full classifier (structure in the module docstring) under Keras' current dtype policy.
 
     head "pooled" (recipe A): pool, Dropout(dropout), Dense(num_classes).
     head "dense" (recipe B): pool, then Dense(u, relu) + Dropout(dropout) for each u in `dense_units`
     (empty: [512, 512, 512]), then Dense(num_classes).
     `output_activation`: softmax | sigmoid. `trainable_layers`, `freeze_batch_norm`: see set_trainable_layers.
+    `colour_constancy`: none | shades_of_gray (ShadesOfGray before the backbone's preprocessing).
     """
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2; got {num_classes}")
@@ -153,9 +184,11 @@ def build_model(backbone, num_classes, image_size, alpha=1.0, weights=None, head
         raise ValueError("dense_units is used by head: dense only; remove it or set head: dense")
     pool_layer = _choose(POOLING, pooling, "pooling")
     _choose(BACKBONES, backbone, "backbone")
+    colour_layer = _choose(COLOUR_CONSTANCY, colour_constancy, "colour_constancy")
 
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = PREPROCESSING[registry.BACKBONES[backbone].preprocess]()(inputs)
+    x = colour_layer()(inputs) if colour_layer else inputs
+    x = PREPROCESSING[registry.BACKBONES[backbone].preprocess]()(x)
     x = build_backbone(backbone, image_size, weights=weights, alpha=alpha)(x)
     x = pool_layer(name="pool")(x)
     hidden = (list(dense_units) or list(RECIPE_B_DENSE_UNITS)) if head == "dense" else []

@@ -106,6 +106,7 @@ class ModelParams:
     weights: typing.Optional[str] = "imagenet"  # imagenet | null (from scratch) | path to a weights file
     head: str = field(default="pooled", metadata=choice(*registry.HEADS))
     pooling: str = field(default="avg", metadata=choice(*registry.POOLINGS))
+    colour_constancy: str = field(default="none", metadata=choice(*registry.COLOUR_CONSTANCIES))
     dense_units: typing.List[int] = field(default_factory=list)
     dropout: float = field(default=0.25, metadata=bounded(0.0, 0.95))
     trainable_layers: int = field(default=-1, metadata=bounded(-1))  # -1 all, 0 frozen, N the last N layers

@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
-from lib import artifacts, browser, export, inputs, paths  # noqa: E402
+from lib import artifacts, browser, export, inputs, models, paths  # noqa: E402
 from lib.errors import ExportError  # noqa: E402
 
 from tests import runfolders  # noqa: E402
@@ -128,6 +128,19 @@ def test_mobilenet_float32_parity_in_chromium(tmp_path, chromium):
     images, _ = runfolders.lesion_images(8, seed=3)
     reference = model.predict(images.astype("float32"), verbose=0)
     assert reference.std(axis=0).max() > 1e-3  # outputs depend on the input, so parity means something
+    saved_model = export.export_saved_model(model, tmp_path / "saved", IMAGE_SIZE)
+    converted = export.convert_saved_model(saved_model, tmp_path / "tfjs", "none")
+    parity = export.browser_parity(converted, images, reference, "none", mode="on")
+    assert parity["passes"], parity
+
+
+@pytest.mark.slow
+def test_colour_constancy_runs_in_chromium_as_in_keras(tmp_path, chromium):
+    model = models.build_model("small_cnn", num_classes=3, image_size=IMAGE_SIZE, colour_constancy="shades_of_gray")
+    images, _ = runfolders.lesion_images(8, seed=3)
+    images = (images * np.asarray([1.0, 0.85, 0.7])).astype("uint8")  # a colour cast for the layer to remove
+    reference = model.predict(images.astype("float32"), verbose=0)
+    assert reference.std(axis=0).max() > 1e-3
     saved_model = export.export_saved_model(model, tmp_path / "saved", IMAGE_SIZE)
     converted = export.convert_saved_model(saved_model, tmp_path / "tfjs", "none")
     parity = export.browser_parity(converted, images, reference, "none", mode="on")

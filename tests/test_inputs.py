@@ -166,7 +166,7 @@ def test_class_weights_balanced_explicit_and_unknown_class():
         inputs.class_weights({"mel": 3}, labels, classes)
 
 
-def test_feature_cache_key_names_backbone_weights_size_pooling_and_precision(tmp_path):
+def test_feature_cache_key_names_backbone_weights_size_pooling_colour_constancy_and_precision(tmp_path):
     weights = tmp_path / "w.h5"
     weights.write_bytes(b"1234")
     model = params.ModelParams(backbone="mobilenet", alpha=0.75, weights=str(weights), pooling="max")
@@ -174,6 +174,9 @@ def test_feature_cache_key_names_backbone_weights_size_pooling_and_precision(tmp
     random = params.ModelParams(backbone="vgg19", weights=None)
     assert inputs.feature_cache_key(random, 64, 3, "mixed_bfloat16") == \
         "vgg19-alpha1.0-random-seed3-64px-avg-mixed_bfloat16"
+    corrected = params.ModelParams(backbone="vgg19", weights=None, colour_constancy="shades_of_gray")
+    assert inputs.feature_cache_key(corrected, 64, 3, "float32") == \
+        "vgg19-alpha1.0-random-seed3-64px-avg-shades_of_gray-float32"
 
 
 def test_cached_features_are_computed_once_and_recomputed_when_the_images_change(run_folder, tmp_path):

@@ -99,6 +99,47 @@ def test_gradcam_parts_recompose_the_model():
     np.testing.assert_allclose(classifier(activations), model(raw_images()), atol=1e-6)
 
 
+def lit_by(cast, size=16, seed=0):
+    """A grey texture under a coloured light: the same values in every channel, times `cast` per channel."""
+    grey = np.random.default_rng(seed).uniform(20, 200, (1, size, size, 1)).astype("float32")
+    return grey * np.asarray(cast, "float32")
+
+
+def test_shades_of_gray_removes_a_colour_cast_and_keeps_grey_images():
+    correct = models.ShadesOfGray()
+    neutral = lit_by((1.0, 1.0, 1.0))
+    np.testing.assert_allclose(correct(neutral), neutral, rtol=1e-5)
+    corrected = np.asarray(correct(lit_by((1.2, 0.9, 0.7))))
+    np.testing.assert_allclose(corrected[..., 0], corrected[..., 1], rtol=1e-4)
+    np.testing.assert_allclose(corrected[..., 1], corrected[..., 2], rtol=1e-4)
+    np.testing.assert_allclose(corrected, neutral * (1.2 + 0.9 + 0.7) / 3, rtol=1e-4)
+    assert np.asarray(correct(lit_by((1.0, 1.0, 40.0)))).max() <= 255.0
+
+
+def test_a_model_with_colour_constancy_predicts_the_same_under_a_colour_cast(tmp_path):
+    model = models.build_model("small_cnn", num_classes=3, image_size=32, colour_constancy="shades_of_gray")
+    assert [layer.name for layer in model.layers[:5]] == ["image", "colour_constancy", "preprocess", "backbone",
+                                                          "pool"]
+    neutral, cast = lit_by((1.0, 1.0, 1.0), size=32), lit_by((1.15, 1.0, 0.85), size=32)
+    np.testing.assert_allclose(model.predict(cast, verbose=0), model.predict(neutral, verbose=0), atol=1e-5)
+    plain = models.build_model("small_cnn", num_classes=3, image_size=32)
+    plain.set_weights(model.get_weights())
+    assert np.abs(plain.predict(cast, verbose=0) - plain.predict(neutral, verbose=0)).max() > 1e-4
+    model.save(tmp_path / "model.keras")
+    reloaded = keras.models.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(reloaded.predict(cast, verbose=0), model.predict(cast, verbose=0), atol=1e-6)
+
+
+def test_colour_constancy_computes_in_float32_under_mixed_precision():
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = models.build_model("small_cnn", num_classes=2, image_size=16, colour_constancy="shades_of_gray")
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert model.get_layer("colour_constancy").dtype_policy.name == "float32"
+    assert models.as_float32(model).get_layer("colour_constancy").dtype_policy.name == "float32"
+
+
 def test_unknown_backbone_lists_the_choices():
     with pytest.raises(ValueError, match="unknown backbone 'mobilenetv1'; choose one of: mobilenet, "):
         models.build_model("mobilenetv1", num_classes=2, image_size=32)
@@ -137,6 +178,7 @@ def test_every_registered_backbone_has_a_builder_and_a_preprocessing():
     assert set(models.BACKBONES) == set(registry.BACKBONES)
     assert {spec.preprocess for spec in registry.BACKBONES.values()} <= set(models.PREPROCESSING)
     assert set(models.POOLING) == set(registry.POOLINGS)
+    assert set(models.COLOUR_CONSTANCY) == set(registry.COLOUR_CONSTANCIES)
 
 
 def test_backbone_weights_load_from_a_local_file(tmp_path):

@@ -16,7 +16,7 @@ def choices_of(section):
 def test_every_choice_of_the_params_is_a_registry():
     assert choices_of(params.ModelParams) == {
         "backbone": tuple(registry.BACKBONES), "head": registry.HEADS, "pooling": registry.POOLINGS,
-        "output_activation": registry.OUTPUT_ACTIVATIONS}
+        "colour_constancy": registry.COLOUR_CONSTANCIES, "output_activation": registry.OUTPUT_ACTIVATIONS}
     train = choices_of(params.TrainParams)
     assert train["optimizer"] == tuple(registry.OPTIMIZERS) and train["loss"] == registry.LOSSES
     assert (train["sampling"], train["schedule"], train["strategy"]) == (registry.SAMPLINGS, registry.SCHEDULES,

@@ -106,6 +106,8 @@ VARIANTS = {
                        "image's colour cast removed)"),
     "weight_decay_0.05": (FINETUNE, ["train.weight_decay=0.05"],
                           "tried, not adopted: the recipe with AdamW weight decay 0.05 instead of Keras' 0.004"),
+    "label_smoothing_0.2": (FINETUNE, ["train.label_smoothing=0.2"],
+                            "tried, not adopted: the recipe with label smoothing 0.2 instead of 0.1"),
     "rate_3e-4": (FINETUNE, [*RIGHT_ANGLES_AT_2E_5, *warmed_up_rate("0.0003")],
                   "tried, not adopted: fine-tuning at 3e-4 (15x) with a 2-epoch warm-up, right-angle views"),
     "standalone_160": (FINETUNE, [*RIGHT_ANGLES_AT_2E_5, "data.image_size=160", "train.epochs=3",

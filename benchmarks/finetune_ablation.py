@@ -108,6 +108,12 @@ VARIANTS = {
                           "tried, not adopted: the recipe with AdamW weight decay 0.05 instead of Keras' 0.004"),
     "label_smoothing_0.2": (FINETUNE, ["train.label_smoothing=0.2"],
                             "tried, not adopted: the recipe with label smoothing 0.2 instead of 0.1"),
+    "192px_30_epochs": (FINETUNE, ["data.image_size=192", "train.fine_tune_epochs=30"],
+                        "the recipe on images downsampled to 192 px (0.73x the compute), 30 fine-tuning epochs in "
+                        "the same time"),
+    "erasing_0.5": (FINETUNE, ["train.augmentation.erasing=0.5"],
+                    "the recipe + random erasing: a rectangle of 2-33% of the image replaced by noise in half of "
+                    "the images"),
     "rate_3e-4": (FINETUNE, [*RIGHT_ANGLES_AT_2E_5, *warmed_up_rate("0.0003")],
                   "tried, not adopted: fine-tuning at 3e-4 (15x) with a 2-epoch warm-up, right-angle views"),
     "standalone_160": (FINETUNE, [*RIGHT_ANGLES_AT_2E_5, "data.image_size=160", "train.epochs=3",

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 AUGMENTATION_KEYS = ("rotation_range", "width_shift_range", "height_shift_range", "zoom_range",
                      "horizontal_flip", "vertical_flip", "rotate90", "brightness", "contrast", "saturation",
-                     "hue", "fill_mode")
+                     "hue", "erasing", "fill_mode")
 # decoded uint8 images taking up to this share of the available memory are held in memory (read from disk once,
 # not every epoch: on Colab, not from Drive)
 MEMORY_FRACTION = 0.3
@@ -77,13 +77,15 @@ class RandomTranspose(keras.layers.Layer):
 
 def augmentation_layers(rotation_range=0.0, width_shift_range=0.0, height_shift_range=0.0, zoom_range=0.0,
                         horizontal_flip=False, vertical_flip=False, rotate90=False, brightness=0.0, contrast=0.0,
-                        saturation=0.0, hue=0.0, fill_mode="nearest", seed=None):
+                        saturation=0.0, hue=0.0, erasing=0.0, fill_mode="nearest", seed=None):
     """Keras preprocessing layers for the recipes' augmentation vocabulary (empty list: none).
 
     The first keys are ImageDataGenerator's: rotation_range in degrees (180 = any angle within +-180; Keras'
     RandomRotation takes a fraction of a turn), shifts and zoom as fractions of the image size. `rotate90`
     adds random transposes (with both flips: the 8 right-angle views). brightness / contrast / saturation / hue
-    are the largest relative change (0.1 = +-10%), for pictures from other cameras and lights.
+    are the largest relative change (0.1 = +-10%), for pictures from other cameras and lights. `erasing` is the
+    share of images in which Keras' RandomErasing (Zhong et al. 2017) replaces a rectangle of 2-33% of the image
+    with noise, so no single patch (a ruler mark, a hair, one dot of a pattern) can decide the class.
     """
     if fill_mode not in registry.FILL_MODES:
         raise ValueError(f"unknown fill_mode {fill_mode!r}; choose one of: {', '.join(registry.FILL_MODES)}")
@@ -115,6 +117,9 @@ def augmentation_layers(rotation_range=0.0, width_shift_range=0.0, height_shift_
                                                         value_range=value_range, seed=next(seeds)))
     if hue:
         augmenters.append(keras.layers.RandomHue(hue, value_range=value_range, seed=next(seeds)))
+    if erasing:
+        # (p, p): a single float would make Keras draw each batch's probability from [0, p]
+        augmenters.append(keras.layers.RandomErasing((erasing, erasing), value_range=value_range, seed=next(seeds)))
     return augmenters
 
 

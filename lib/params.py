@@ -80,6 +80,7 @@ class AugmentationParams:
     contrast: float = field(default=0.0, metadata=bounded(0.0, 1.0))
     saturation: float = field(default=0.0, metadata=bounded(0.0, 1.0))
     hue: float = field(default=0.0, metadata=bounded(0.0, 1.0))
+    erasing: float = field(default=0.0, metadata=bounded(0.0, 1.0))  # share of images with a rectangle erased
     fill_mode: str = field(default="nearest", metadata=choice(*registry.FILL_MODES))
 
 

@@ -90,11 +90,13 @@ def test_feature_dataset_follows_the_image_order_of_the_same_seed(run_folder):
 def test_augmentation_maps_recipe_vocabulary_onto_keras_layers():
     layers = inputs.augmentation_layers(rotation_range=180, width_shift_range=0.1, height_shift_range=0.2,
                                         zoom_range=0.1, horizontal_flip=True, vertical_flip=True, rotate90=True,
-                                        brightness=0.1, contrast=0.2, saturation=0.2, hue=0.05, fill_mode="reflect")
+                                        brightness=0.1, contrast=0.2, saturation=0.2, hue=0.05, erasing=0.5,
+                                        fill_mode="reflect")
     by_type = {type(layer).__name__: layer for layer in layers}
     assert [type(layer).__name__ for layer in layers] == [
         "RandomFlip", "RandomFlip", "RandomTranspose", "RandomRotation", "RandomTranslation", "RandomZoom",
-        "RandomBrightness", "RandomContrast", "RandomSaturation", "RandomHue"]
+        "RandomBrightness", "RandomContrast", "RandomSaturation", "RandomHue", "RandomErasing"]
+    assert by_type["RandomErasing"].factor == (0.5, 0.5)  # every batch: half of its images, not up to half
     assert [layer.mode for layer in layers[:2]] == ["horizontal", "vertical"]  # independent decisions
     assert by_type["RandomRotation"].factor == (-0.5, 0.5)  # 180 degrees = half a turn either way
     assert by_type["RandomRotation"].fill_mode == "reflect"
@@ -127,6 +129,20 @@ def test_augmenter_changes_images_within_pixel_range_and_none_means_off():
     assert not np.allclose(augmented, images)
     with pytest.raises(ValueError, match="rotation"):
         inputs.make_augmenter({"rotation": 10})
+
+
+def test_erasing_replaces_one_rectangle_in_the_asked_share_of_images():
+    images = np.full((400, 20, 20, 3), 128.0, np.float32)
+    erased = keras.ops.convert_to_numpy(inputs.make_augmenter({"erasing": 0.5}, seed=0)(images))
+    changed = (erased != 128.0).any(axis=-1)
+    hit = changed.any(axis=(1, 2))
+    assert 0.4 < hit.mean() < 0.6
+    assert 0 <= erased.min() and erased.max() <= 255
+    for mask in changed[hit][:20]:
+        rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        box = mask[rows.min():rows.max() + 1, columns.min():columns.max() + 1]
+        assert box.mean() > 0.9  # one filled rectangle (noise may by chance keep a few pixels at 128)
+        assert box.size <= 0.4 * mask.size
 
 
 def test_mixup_blends_each_image_and_its_label_by_the_same_share_and_zero_means_off():

@@ -219,8 +219,8 @@ def _batches(lookup, labels, num_classes, batch_size, shuffle, sampling, seed, a
     labels = np.asarray(labels, np.int32)
     if sampling not in registry.SAMPLINGS:
         raise ValueError(f"unknown sampling {sampling!r}; choose one of: {', '.join(registry.SAMPLINGS)}")
-    if sampling == "balanced" and shuffle:
-        indices = _balanced_indices(labels, seed)
+    if sampling in registry.SAMPLING_EXPONENTS and shuffle:
+        indices = _resampled_indices(labels, seed, registry.SAMPLING_EXPONENTS[sampling])
     else:
         indices = tf.data.Dataset.from_tensor_slices(np.arange(len(labels), dtype=np.int64))
         if shuffle:
@@ -241,14 +241,16 @@ def _batches(lookup, labels, num_classes, batch_size, shuffle, sampling, seed, a
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def _balanced_indices(labels, seed):
-    """Indices into `labels`, as many per epoch as there are labels, every present class drawn equally often
-    (each class's images reshuffled whenever they are used up), reshuffled every epoch."""
-    present = np.unique(labels)
+def _resampled_indices(labels, seed, exponent):
+    """Indices into `labels`, as many per epoch as there are labels, each present class drawn in proportion to
+    its count ** `exponent` (0: equally often), each class's images reshuffled whenever they are used up."""
+    present, counts = np.unique(labels, return_counts=True)
+    shares = counts.astype(np.float64) ** exponent
+    shares /= shares.sum()
     per_class = [tf.data.Dataset.from_tensor_slices(np.flatnonzero(labels == label).astype(np.int64))
                  .shuffle(int((labels == label).sum()), seed=seed + int(label), reshuffle_each_iteration=True)
                  .repeat() for label in present]
-    mixed = tf.data.Dataset.sample_from_datasets(per_class, weights=[1.0 / len(present)] * len(present), seed=seed,
+    mixed = tf.data.Dataset.sample_from_datasets(per_class, weights=shares.tolist(), seed=seed,
                                                  rerandomize_each_iteration=True)
     return mixed.take(len(labels))
 

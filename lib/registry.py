@@ -37,7 +37,11 @@ OUTPUT_ACTIVATIONS = ("softmax", "sigmoid")
 
 OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop"}  # keras.optimizers names
 LOSSES = ("crossentropy", "focal")  # categorical (or binary, for sigmoid outputs); keras' CategoricalFocalCrossentropy
-SAMPLINGS = ("shuffle", "balanced")  # balanced: every batch drawn from the classes in equal shares
+# balanced: every batch drawn from the classes in equal shares; sqrt: in shares proportional to the square root of
+# each class's count (Mahajan et al. 2018), between the data's own shares and equal ones
+SAMPLINGS = ("shuffle", "balanced", "sqrt")
+# how strongly each sampling flattens the class shares: a class is drawn in proportion to count ** exponent
+SAMPLING_EXPONENTS = {"balanced": 0.0, "sqrt": 0.5}
 SCHEDULES = ("constant", "cosine")  # cosine: linear warm-up, then cosine decay to zero over the phase
 FILL_MODES = ("nearest", "reflect", "wrap", "constant")
 FEATURE_CACHE = ("auto", "on", "off")

@@ -63,18 +63,22 @@ def test_shuffled_order_depends_only_on_the_seed_and_changes_every_epoch(run_fol
     assert sorted(first) == sorted(second), "every image once per epoch"
 
 
-def test_balanced_sampling_draws_each_class_equally_often(make_run_folder):
+@pytest.mark.parametrize("sampling, expected_shares", [("balanced", [1 / 3, 1 / 3, 1 / 3]),
+                                                       ("sqrt", np.sqrt([22, 2, 2]) / np.sqrt([22, 2, 2]).sum())])
+def test_resampling_draws_classes_equally_or_by_the_square_root_of_their_counts(make_run_folder, sampling,
+                                                                                 expected_shares):
     run_dir = make_run_folder(per_class=4)
     paths, labels, classes = train_split(run_dir)
+    assert np.bincount(labels).tolist() == [2, 2, 2]
     paths, labels = paths + paths[:2] * 10, np.concatenate([labels, [labels[0]] * 20])  # class 0 is 11x the others
     counts = collections.Counter()
-    dataset = inputs.image_dataset(paths, labels, len(classes), 32, batch_size=8, shuffle=True, sampling="balanced")
+    dataset = inputs.image_dataset(paths, labels, len(classes), 32, batch_size=8, shuffle=True, sampling=sampling)
     for _ in range(20):
         for _, targets in dataset:
             counts.update(np.argmax(targets, axis=1).tolist())
     assert sum(counts.values()) == 20 * len(labels), "an epoch has as many images as the split"
     shares = np.array([counts[index] for index in range(len(classes))]) / sum(counts.values())
-    np.testing.assert_allclose(shares, 1 / 3, atol=0.05)
+    np.testing.assert_allclose(shares, expected_shares, atol=0.05)
 
 
 def test_feature_dataset_follows_the_image_order_of_the_same_seed(run_folder):

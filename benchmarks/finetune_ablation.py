@@ -115,8 +115,8 @@ VARIANTS = {
                       "the recipe drawing classes in proportion to the square root of their counts instead of "
                       "equally (nv 8.5x as often as df, not 72x or 1x)"),
     "erasing_0.5": (FINETUNE, ["train.augmentation.erasing=0.5"],
-                    "the recipe + random erasing: a rectangle of 2-33% of the image replaced by noise in half of "
-                    "the images"),
+                    "tried, not adopted: the recipe + random erasing (a rectangle of 2-33% of the image replaced by "
+                    "noise in half of the images)"),
     "rate_3e-4": (FINETUNE, [*RIGHT_ANGLES_AT_2E_5, *warmed_up_rate("0.0003")],
                   "tried, not adopted: fine-tuning at 3e-4 (15x) with a 2-epoch warm-up, right-angle views"),
     "standalone_160": (FINETUNE, [*RIGHT_ANGLES_AT_2E_5, "data.image_size=160", "train.epochs=3",

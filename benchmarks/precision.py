@@ -1,5 +1,5 @@
-"""Compute precision on this CPU: float32 vs mixed_bfloat16 (and the cost of deterministic ops), measured on
-the two workloads that dominate the recipes: fine-tuning MobileNet (ham10000_finetune) and VGG19's one
+"""Compute precision on this CPU: float32 vs mixed_bfloat16 (and the cost of deterministic ops and of XLA),
+measured on the two workloads that dominate the recipes: fine-tuning MobileNet (ham10000_finetune) and VGG19's one
 feature pass (isic_vgg19). `train.mixed_precision: auto` (lib.training.resolve_precision) follows this table.
 
     .venv/bin/python benchmarks/precision.py                 # ~5 min on 2 cores
@@ -7,8 +7,10 @@ feature pass (isic_vgg19). `train.mixed_precision: auto` (lib.training.resolve_p
 
 Each configuration runs in its own process (a dtype policy and op determinism are process-wide), on random
 pixels with the project's model builder (`lib.models.build_model`, weights null: the same FLOPs as ImageNet
-weights); throughputs are images per second, median over `--repeats` timed rounds after warm-up. Accuracy at
-equal settings is measured on real data by benchmarks/finetune_ablation.py (its bfloat16 row).
+weights); throughputs are images per second, median over `--repeats` timed rounds after warm-up. The XLA column
+compiles the step with `jit_compile=True`, which Keras' default ("auto") turns on only with a GPU (a TPU compiles
+with XLA anyway). Accuracy at equal settings is measured on real data by benchmarks/finetune_ablation.py (its
+bfloat16 row).
 """
 
 import argparse
@@ -42,6 +44,7 @@ CHILD = textwrap.dedent("""
     else:
         extractor = models.feature_model(model)
         step = lambda: extractor.predict_on_batch(images)
+    (model if job["work"] == "train" else extractor).jit_compile = job["xla"]
     for _ in range(3):
         step()
     rounds = []
@@ -62,9 +65,13 @@ WORKLOADS = {  # name: model and work; batch and steps keep each round to a few 
                                        work="features", batch=8, steps=2),
 }
 
+CONFIGURATIONS = (  # dtype policy, deterministic ops, XLA, column
+    ("float32", False, False, "float32"), ("float32", True, False, "float32 deterministic"),
+    ("mixed_bfloat16", False, False, "mixed_bfloat16"), ("float32", False, True, "float32 XLA"))
 
-def measure(workload, policy, deterministic, repeats):
-    job = {**WORKLOADS[workload], "policy": policy, "deterministic": deterministic, "repeats": repeats}
+
+def measure(workload, policy, deterministic, xla, repeats):
+    job = {**WORKLOADS[workload], "policy": policy, "deterministic": deterministic, "xla": xla, "repeats": repeats}
     result = subprocess.run([common.PYTHON, "-c", CHILD, json.dumps(job)], env=common.child_env(),
                             cwd=common.PROJECT_ROOT, capture_output=True, text=True, timeout=1800)
     if result.returncode != 0:
@@ -82,15 +89,15 @@ def main(argv=None):
     rows = []
     for workload in WORKLOADS:
         row = {"workload": workload}
-        for policy, deterministic, column in (("float32", False, "float32"), ("float32", True, "float32 deterministic"),
-                                              ("mixed_bfloat16", False, "mixed_bfloat16")):
-            row[column] = measure(workload, policy, deterministic, args.repeats)
+        for policy, deterministic, xla, column in CONFIGURATIONS:
+            row[column] = measure(workload, policy, deterministic, xla, args.repeats)
             print(workload, column, round(row[column], 1), flush=True)
         row["bfloat16 / float32"] = row["mixed_bfloat16"] / row["float32"]
         row["deterministic / float32"] = row["float32 deterministic"] / row["float32"]
+        row["XLA / float32"] = row["float32 XLA"] / row["float32"]
         rows.append(row)
-    columns = ["workload", "float32", "float32 deterministic", "mixed_bfloat16", "bfloat16 / float32",
-               "deterministic / float32"]
+    columns = ["workload", *(column for *_, column in CONFIGURATIONS), "bfloat16 / float32",
+               "deterministic / float32", "XLA / float32"]
     table = common.markdown_table(rows, columns)
     print(table)
     common.update_results("precision", f"""
@@ -104,7 +111,7 @@ Reproduce: `.venv/bin/python benchmarks/precision.py --repeats {args.repeats}`
 
 Ratios are within one run of the script (the same machine, minutes apart). `lib.training.resolve_precision`
 chooses the policy of `train.mixed_precision: auto` from these numbers; `train.deterministic: true` (the
-default) costs the last column.
+default) costs `deterministic / float32`; XLA is left to Keras (on with a GPU, off on a CPU).
 """)
 
 

@@ -174,10 +174,11 @@ def image_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=Fa
                   augment=None, mix=None, drop_remainder=False, in_memory=True):
     """Batches of (float32 RGB [0, 255] (B, S, S, 3), one-hot float32 (B, num_classes)) from processed PNGs.
 
-    With `in_memory` (and when they fit in MEMORY_FRACTION of the memory), the images are decoded once, here, and served from
-    memory; otherwise each epoch reads them from disk. `shuffle` reshuffles every epoch from `seed`;
-    `sampling: balanced` draws every class equally often (as many images per epoch as there are);
-    `augment` (from `make_augmenter`) runs on whole batches, then `mix` (from `make_mixup`) on (images, targets)."""
+    With `in_memory` (and when they fit in MEMORY_FRACTION of the memory), the images are decoded once, here, and
+    served from memory; otherwise each epoch reads them from disk. `shuffle` reshuffles every epoch from `seed`;
+    `sampling: balanced` draws every class equally often, `sqrt` by the square root of its count (as many images per
+    epoch as there are); `augment` (from `make_augmenter`) runs on whole batches, then `mix` (from `make_mixup`) on
+    (images, targets)."""
     if len(paths) != len(labels):
         raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
     paths = [str(path) for path in paths]

@@ -37,11 +37,10 @@ OUTPUT_ACTIVATIONS = ("softmax", "sigmoid")
 
 OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop"}  # keras.optimizers names
 LOSSES = ("crossentropy", "focal")  # categorical (or binary, for sigmoid outputs); keras' CategoricalFocalCrossentropy
-# balanced: every batch drawn from the classes in equal shares; sqrt: in shares proportional to the square root of
-# each class's count (Mahajan et al. 2018), between the data's own shares and equal ones
-SAMPLINGS = ("shuffle", "balanced", "sqrt")
-# how strongly each sampling flattens the class shares: a class is drawn in proportion to count ** exponent
+# shuffle: the data's own class shares; the resamplings draw a class in proportion to count ** exponent: balanced
+# in equal shares, sqrt in proportion to the square root of its count (Mahajan et al. 2018), between the two
 SAMPLING_EXPONENTS = {"balanced": 0.0, "sqrt": 0.5}
+SAMPLINGS = ("shuffle", *SAMPLING_EXPONENTS)
 SCHEDULES = ("constant", "cosine")  # cosine: linear warm-up, then cosine decay to zero over the phase
 FILL_MODES = ("nearest", "reflect", "wrap", "constant")
 FEATURE_CACHE = ("auto", "on", "off")

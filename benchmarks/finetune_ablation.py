@@ -112,8 +112,8 @@ VARIANTS = {
                         "tried, not adopted: the recipe on images downsampled to 192 px (0.73x the compute), 30 "
                         "fine-tuning epochs in the same time"),
     "sqrt_sampling": (FINETUNE, ["train.sampling=sqrt"],
-                      "the recipe drawing classes in proportion to the square root of their counts instead of "
-                      "equally (nv 8.5x as often as df, not 72x or 1x)"),
+                      "tried, not adopted: the recipe drawing classes in proportion to the square root of their "
+                      "counts instead of equally (nv 8.5x as often as df, not 72x or 1x)"),
     "erasing_0.5": (FINETUNE, ["train.augmentation.erasing=0.5"],
                     "tried, not adopted: the recipe + random erasing (a rectangle of 2-33% of the image replaced by "
                     "noise in half of the images)"),

@@ -249,8 +249,8 @@ def _resampled_indices(labels, seed, exponent):
     shares = counts.astype(np.float64) ** exponent
     shares /= shares.sum()
     per_class = [tf.data.Dataset.from_tensor_slices(np.flatnonzero(labels == label).astype(np.int64))
-                 .shuffle(int((labels == label).sum()), seed=seed + int(label), reshuffle_each_iteration=True)
-                 .repeat() for label in present]
+                 .shuffle(int(count), seed=seed + int(label), reshuffle_each_iteration=True)
+                 .repeat() for label, count in zip(present, counts)]
     mixed = tf.data.Dataset.sample_from_datasets(per_class, weights=shares.tolist(), seed=seed,
                                                  rerandomize_each_iteration=True)
     return mixed.take(len(labels))

@@ -165,6 +165,23 @@ def set_trainable_layers(model, trainable_layers, freeze_batch_norm=True):
     return model
 
 
+def layer_rate_scales(model, decay):
+    """Layer-wise learning-rate decay (Howard & Ruder 2018; Clark et al. 2020): each trainable variable's share of
+    the learning rate, keyed by `variable.path`. The head learns at the full rate and every weighted backbone layer
+    (one with a kernel) at `decay` times the rate of the weighted layer above it, so the early, generic filters move
+    least; a BatchNormalization layer, if trainable, shares the rate of the layer above it. Variables outside the
+    backbone are left out (their share is 1)."""
+    if not 0.0 < decay <= 1.0:
+        raise ValueError(f"layer decay must be in (0, 1]; got {decay}")
+    scales, depth = {}, 0
+    for layer in reversed(model.get_layer("backbone").layers):
+        if hasattr(layer, "kernel"):
+            depth += 1
+        for variable in layer.trainable_weights:
+            scales[variable.path] = decay ** depth
+    return scales
+
+
 def build_model(backbone, num_classes, image_size, alpha=1.0, weights=None, head="pooled", pooling="avg",
                 dense_units=(), dropout=0.25, trainable_layers=-1, output_activation="softmax",
                 freeze_batch_norm=True, colour_constancy="none"):

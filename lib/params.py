@@ -134,6 +134,9 @@ class TrainParams:
     # keep an exponential moving average of the weights (e.g. 0.99 a step), validated and checkpointed each epoch in
     # their place: a smoother checkpoint than the last step's weights; null: none
     ema_momentum: typing.Optional[float] = field(default=None, metadata=bounded(0.0, 0.9999))
+    # layer-wise learning-rate decay when the backbone trains: each weighted backbone layer learns at this multiple
+    # of the rate of the layer above it (the head: the full rate); 1: one rate for every layer
+    layer_decay: float = field(default=1.0, metadata=bounded(0.01, 1.0))
     sampling: str = field(default="shuffle", metadata=choice(*registry.SAMPLINGS))
     # null | "balanced" | {class name: weight}; unlisted classes weigh 1
     class_weight: typing.Union[None, str, typing.Dict[str, float]] = None

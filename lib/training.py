@@ -279,11 +279,12 @@ def learning_rate_schedule(schedule, peak, epochs, warmup_epochs, steps_per_epoc
 
 
 def compile_model(model, optimizer="adam", learning_rate=1e-3, loss="crossentropy", label_smoothing=0.0,
-                  focal_gamma=2.0, weight_decay=None, ema_momentum=None):
+                  focal_gamma=2.0, weight_decay=None, ema_momentum=None, rate_scales=None):
     """Compile with the loss (cross-entropy, categorical for softmax outputs and binary for sigmoid outputs on
     one-hot targets, or its focal form) and the metrics of `metric_names`. `learning_rate`: a number or a
     Keras schedule; `weight_decay`: decoupled weight decay, None for the optimizer's default; `ema_momentum`: keep an
-    exponential moving average of the weights (None: none), which `make_callbacks(ema=True)` validates and saves."""
+    exponential moving average of the weights (None: none), which `make_callbacks(ema=True)` validates and saves;
+    `rate_scales`: each variable's share of the learning rate by path (models.layer_rate_scales), None: one rate."""
     if optimizer not in registry.OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of: {', '.join(registry.OPTIMIZERS)}")
     if loss not in registry.LOSSES:
@@ -301,10 +302,25 @@ def compile_model(model, optimizer="adam", learning_rate=1e-3, loss="crossentrop
     extra = {} if weight_decay is None else {"weight_decay": weight_decay}
     if ema_momentum is not None:
         extra.update(use_ema=True, ema_momentum=ema_momentum)
-    optimizer_class = getattr(keras.optimizers, registry.OPTIMIZERS[optimizer])
-    model.compile(optimizer=optimizer_class(learning_rate=learning_rate, **extra), loss=losses[(loss, sigmoid)],
-                  metrics=metrics)
+    optimizer = getattr(keras.optimizers, registry.OPTIMIZERS[optimizer])(learning_rate=learning_rate, **extra)
+    if rate_scales:
+        _scale_rates(optimizer, rate_scales)
+    model.compile(optimizer=optimizer, loss=losses[(loss, sigmoid)], metrics=metrics)
     return model
+
+
+def _scale_rates(optimizer, rate_scales):
+    """Make `optimizer` update each variable at its share of the learning rate (`rate_scales`: variable path ->
+    share, 1 when absent; see models.layer_rate_scales); decoupled weight decay keeps the full rate. Patched on the
+    instance rather than subclassed so that saved models name a stock Keras optimizer and load anywhere."""
+    stock_update_step = optimizer.update_step
+
+    def update_step(gradient, variable, learning_rate):
+        path = optimizer._trainable_variables[optimizer._get_variable_index(variable)].path
+        return stock_update_step(gradient, variable, learning_rate * rate_scales.get(path, 1.0))
+
+    optimizer.update_step = update_step
+    return optimizer
 
 
 # ---- step 3: the phases --------------------------------------------------------------------------------
@@ -388,8 +404,10 @@ def fit_phase(model, phase, data, p, run_dir, strategy, extra_callbacks=()):
         fitted = models.head_model(model) if phase.cached else model
         rate = learning_rate_schedule(p.train.schedule, phase.learning_rate, phase.epochs - phase.initial_epoch,
                                       p.train.warmup_epochs, steps)
+        scales = models.layer_rate_scales(fitted, p.train.layer_decay) if p.train.layer_decay < 1 and \
+            phase.trainable_layers != 0 else None
         compile_model(fitted, p.train.optimizer, rate, p.train.loss, p.train.label_smoothing, p.train.focal_gamma,
-                      p.train.weight_decay, p.train.ema_momentum)
+                      p.train.weight_decay, p.train.ema_momentum, scales)
         if multi_worker:
             fit_under_multi_worker(fitted)
     mode = resolve_mode(p.train.monitor, p.train.monitor_mode)

@@ -91,6 +91,17 @@ def test_trainable_batch_norm_uses_batch_statistics_in_training():
     assert np.abs(np.asarray(model(images, training=True)) - np.asarray(model(images, training=False))).max() > 1e-3
 
 
+def test_layer_rate_scales_decay_from_the_head_down_through_the_weighted_backbone_layers():
+    model = models.build_model("small_cnn", 3, 32, alpha=0.25)  # conv0-conv3, each with a kernel and a bias
+    scales = models.layer_rate_scales(model, 0.5)
+    assert scales == {f"conv{block}/{weight}": 0.5 ** (4 - block)
+                      for block in range(4) for weight in ("kernel", "bias")}
+    models.set_trainable_layers(model, 2)  # frozen layers have nothing to scale
+    assert set(models.layer_rate_scales(model, 0.5)) == {"conv3/kernel", "conv3/bias"}
+    with pytest.raises(ValueError, match="in \\(0, 1\\]"):
+        models.layer_rate_scales(model, 0.0)
+
+
 def test_gradcam_parts_recompose_the_model():
     model = models.build_model("small_cnn", num_classes=3, image_size=32)
     conv_model, classifier = models.gradcam_parts(model)

@@ -95,7 +95,8 @@ def scalar_tags(event_dir):
 
 def test_two_phase_training_writes_checkpoint_history_tensorboard_and_summary(run_folder):
     p = tiny_params(epochs=2, fine_tune_epochs=1, fine_tune_learning_rate=1e-4, class_weight="balanced",
-                    monitor="val_accuracy", augmentation={"horizontal_flip": True, "rotation_range": 20},
+                    layer_decay=0.8, monitor="val_accuracy",
+                    augmentation={"horizontal_flip": True, "rotation_range": 20},
                     reduce_lr={"monitor": "val_loss", "patience": 1}, early_stopping={"patience": 5})
     model, summary = training.train(run_folder, p, strategy="default")
     history = pd.read_csv(run_folder / artifacts.HISTORY)
@@ -185,6 +186,33 @@ def test_cosine_schedule_warms_up_then_decays_to_zero_over_the_phase():
     assert rates[0] == pytest.approx(0.0) and rates[1] == pytest.approx(0.005) and rates[2] == pytest.approx(0.01)
     assert 0.0 < rates[3] < 0.01 and rates[4] == pytest.approx(0.0, abs=1e-9)
     assert training.learning_rate_schedule("constant", 0.01, 5, 1, 10) == 0.01
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_layer_rate_scales_set_each_variables_share_of_the_update(tmp_path, optimizer):
+    """SGD's and Adam's updates are proportional to the rate: with the same start and batch, each scaled variable
+    moves by exactly its share of what it moves without scales, and the saved model loads with a stock optimizer."""
+    images, labels = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)), np.eye(3)[[0, 1, 2, 0, 1, 2, 0, 1]]
+    start = models.build_model("small_cnn", 3, 32, alpha=0.25, dropout=0.0)
+    scales = models.layer_rate_scales(start, 0.5)
+
+    def step(rate_scales):
+        model = keras.models.clone_model(start)
+        model.set_weights(start.get_weights())
+        training.compile_model(model, optimizer, 0.01, rate_scales=rate_scales)
+        model.train_on_batch(images, labels)
+        return model, {v.path: v.numpy() - w for v, w in zip(model.trainable_variables, start.get_weights())}
+
+    model, scaled = step(scales)
+    _, plain = step(None)
+    for path, moved in plain.items():
+        np.testing.assert_allclose(scaled[path], moved * scales.get(path, 1.0), rtol=1e-4, atol=1e-7)
+    assert scales["conv0/kernel"] == 0.5 ** 4 and np.abs(plain["conv0/kernel"]).max() > 0
+    model.save(tmp_path / "scaled.keras")
+    reloaded = keras.models.load_model(tmp_path / "scaled.keras")
+    stock = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}[optimizer]
+    assert type(reloaded.optimizer) is type(model.optimizer) is stock
+    np.testing.assert_allclose(reloaded.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-5)
 
 
 def test_mixed_precision_policy_survives_model_building(run_folder):

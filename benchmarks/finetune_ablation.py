@@ -117,6 +117,12 @@ VARIANTS = {
     "erasing_0.5": (FINETUNE, ["train.augmentation.erasing=0.5"],
                     "tried, not adopted: the recipe + random erasing (a rectangle of 2-33% of the image replaced by "
                     "noise in half of the images)"),
+    "rate_2e-4": (FINETUNE, ["train.fine_tune_learning_rate=0.0002"],
+                  "tried, not adopted: the recipe fine-tuning at 2e-4 instead of 1e-4"),
+    "layer_decay_0.95_at_2e-4": (FINETUNE, ["train.fine_tune_learning_rate=0.0002", "train.layer_decay=0.95"],
+                                 "tried, not adopted: the recipe with layer-wise rate decay: the head at 2e-4, each "
+                                 "weighted backbone layer at 0.95x the one above it (the middle ~1e-4, the first "
+                                 "5e-5)"),
     "rate_3e-4": (FINETUNE, [*RIGHT_ANGLES_AT_2E_5, *warmed_up_rate("0.0003")],
                   "tried, not adopted: fine-tuning at 3e-4 (15x) with a 2-epoch warm-up, right-angle views"),
     "standalone_160": (FINETUNE, [*RIGHT_ANGLES_AT_2E_5, "data.image_size=160", "train.epochs=3",

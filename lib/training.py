@@ -320,7 +320,6 @@ def _scale_rates(optimizer, rate_scales):
         return stock_update_step(gradient, variable, learning_rate * rate_scales.get(path, 1.0))
 
     optimizer.update_step = update_step
-    return optimizer
 
 
 # ---- step 3: the phases --------------------------------------------------------------------------------

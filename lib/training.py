@@ -312,7 +312,9 @@ def compile_model(model, optimizer="adam", learning_rate=1e-3, loss="crossentrop
 def _scale_rates(optimizer, rate_scales):
     """Make `optimizer` update each variable at its share of the learning rate (`rate_scales`: variable path ->
     share, 1 when absent; see models.layer_rate_scales); decoupled weight decay keeps the full rate. Patched on the
-    instance rather than subclassed so that saved models name a stock Keras optimizer and load anywhere."""
+    instance rather than subclassed so that saved models name a stock Keras optimizer and load anywhere. It leans on
+    Keras' optimizer internals (`_trainable_variables`, `_get_variable_index`), which .ci/colab checks on Colab's Keras
+    as well."""
     stock_update_step = optimizer.update_step
 
     def update_step(gradient, variable, learning_rate):

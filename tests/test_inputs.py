@@ -112,15 +112,71 @@ def test_augmentation_maps_recipe_vocabulary_onto_keras_layers():
     assert [layer.mode for layer in inputs.augmentation_layers(vertical_flip=True)] == ["vertical"]
 
 
-def test_flips_with_transposes_reach_all_eight_right_angle_views():
+def test_one_resampling_puts_the_geometric_keys_into_one_layer_before_the_others():
+    layers = inputs.augmentation_layers(rotation_range=180, zoom_range=0.1, horizontal_flip=True, rotate90=True,
+                                        brightness=0.1, erasing=0.5, fill_mode="reflect", one_resampling=True)
+    assert [type(layer).__name__ for layer in layers] == ["RandomGeometry", "RandomBrightness", "RandomErasing"]
+    assert layers[0].options["rotation_range"] == 180 and layers[0].fill_mode == "reflect"
+    assert [type(layer).__name__ for layer in inputs.augmentation_layers(hue=0.1, one_resampling=True)] == ["RandomHue"]
+    assert inputs.make_augmenter({"one_resampling": True, "fill_mode": "reflect"}) is None
+
+
+@pytest.mark.parametrize("one_resampling", [False, True])
+def test_flips_with_transposes_reach_all_eight_right_angle_views(one_resampling):
     image = np.arange(3 * 3 * 3, dtype=np.float32).reshape(1, 3, 3, 3)
-    augment = inputs.make_augmenter({"horizontal_flip": True, "vertical_flip": True, "rotate90": True}, seed=0)
+    augment = inputs.make_augmenter({"horizontal_flip": True, "vertical_flip": True, "rotate90": True,
+                                     "one_resampling": one_resampling}, seed=0)
     views = {keras.ops.convert_to_numpy(augment(np.repeat(image, 64, axis=0)))[i].tobytes() for i in range(64)}
     expected = set()
     for turns in range(4):
         rotated = np.rot90(image[0], turns)
         expected |= {rotated.tobytes(), rotated[:, ::-1].copy().tobytes()}
     assert views == expected
+
+
+def spot_positions(augmentation, count=200, size=41, spot=(12, 0)):
+    """Where a bright 3x3 spot, `spot` (x, y) pixels from the centre of a dark square, ends up (relative to the
+    centre, by its intensity centroid) in `count` augmented copies."""
+    centre = size // 2
+    image = np.zeros((count, size, size, 3), np.float32)
+    image[:, centre + spot[1] - 1:centre + spot[1] + 2, centre + spot[0] - 1:centre + spot[0] + 2] = 255.0
+    augmented = keras.ops.convert_to_numpy(inputs.make_augmenter(augmentation, seed=3)(image))[..., 0]
+    rows, columns = np.mgrid[:size, :size] - centre
+    mass = augmented.sum(axis=(1, 2))
+    return np.stack([(augmented * columns).sum(axis=(1, 2)) / mass, (augmented * rows).sum(axis=(1, 2)) / mass], 1)
+
+
+@pytest.mark.parametrize("one_resampling", [False, True])
+def test_rotation_turns_about_the_centre_by_any_angle_within_the_range(one_resampling):
+    for degrees in (180, 30):
+        positions = spot_positions({"rotation_range": degrees, "one_resampling": one_resampling})
+        np.testing.assert_allclose(np.hypot(*positions.T), 12.0, atol=0.3)
+        angles = np.degrees(np.arctan2(positions[:, 1], positions[:, 0]))
+        assert np.abs(angles).max() <= degrees + 1 and np.abs(angles).max() > 0.8 * degrees
+        assert np.quantile(np.abs(angles), 0.5) == pytest.approx(degrees / 2, abs=0.2 * degrees)
+
+
+@pytest.mark.parametrize("one_resampling", [False, True])
+def test_zoom_and_shifts_move_the_spot_as_far_as_their_ranges_allow(one_resampling):
+    distance = np.hypot(*spot_positions({"zoom_range": 0.2, "one_resampling": one_resampling}).T)
+    assert 12 / 1.2 - 0.3 <= distance.min() < 11 and 13 < distance.max() <= 12 / 0.8 + 0.3  # zoom in and out
+    moved = spot_positions({"width_shift_range": 0.1, "height_shift_range": 0.2, "one_resampling": one_resampling})
+    offsets = np.abs(moved - [12, 0]).max(axis=0)
+    assert 3.0 < offsets[0] <= 4.1 + 0.3 and 6.5 < offsets[1] <= 8.2 + 0.3  # 10% and 20% of 41 px
+
+
+def test_one_resampling_composes_rotation_zoom_and_flips_into_one_sharper_interpolation():
+    augmentation = {"rotation_range": 180, "zoom_range": 0.15, "horizontal_flip": True, "vertical_flip": True,
+                    "rotate90": True, "fill_mode": "reflect"}
+    for one_resampling in (False, True):  # constant fill: no reflected copies of the spot in the corners
+        positions = spot_positions({**augmentation, "fill_mode": "constant", "one_resampling": one_resampling})
+        distance = np.hypot(*positions.T)
+        assert 12 / 1.15 - 0.3 <= distance.min() < 11 and 13 < distance.max() <= 12 / 0.85 + 0.3
+        assert len(np.unique(np.sign(positions).round(), axis=0)) >= 4  # every quadrant
+    image = np.random.default_rng(0).uniform(0, 255, (64, 32, 32, 3)).astype(np.float32)
+    sharpness = {resample: keras.ops.convert_to_numpy(inputs.make_augmenter(
+        {**augmentation, "one_resampling": resample}, seed=1)(image)).std() for resample in (False, True)}
+    assert sharpness[True] > 1.1 * sharpness[False]  # white noise: every interpolation averages some of it away
 
 
 def test_augmenter_changes_images_within_pixel_range_and_none_means_off():

@@ -273,7 +273,7 @@ def main(argv=None):
         "",
         "Peak RSS is `ru_maxrss` of the largest process of each run (wait4; for ours, the notebook kernel). "
         "The baseline holds N float32 224x224x3 images (0.57 MB each) plus what `model.fit` copies of them; "
-        "ours streams PNGs from disk through tf.data, except that lib's `make_dataset` caches decoded images "
+        "ours streams PNGs from disk through tf.data, except that lib's `image_dataset` caches decoded images "
         "in memory up to 512 MB per split (inputs.MEMORY_CACHE_BYTES), also for the single feature pass.",
         "",
         memory_table,

@@ -310,6 +310,10 @@ def _batches(lookup, labels, num_classes, batch_size, shuffle, sampling, seed, a
     # tensors in memory, not files: multi-worker training shards them by element
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     options.deterministic = True
+    # no autotuning model: with it, deleting an epoch's iterator sometimes waited seconds to a minute, both cores
+    # idle, for the model's thread (py-spy: ~RootDataset::Iterator); on 2 cores it had nothing to tune, and the
+    # AUTOTUNE parallelism and prefetching above still adapt to the cores (benchmarks/RESULTS.md section 7)
+    options.autotune.enabled = False
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 

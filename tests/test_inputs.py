@@ -81,6 +81,15 @@ def test_resampling_draws_classes_equally_or_by_the_square_root_of_their_counts(
     np.testing.assert_allclose(shares, expected_shares, atol=0.05)
 
 
+def test_pipelines_run_without_the_autotuning_model_whose_thread_stalled_each_epochs_end(run_folder):
+    paths, labels, classes = train_split(run_folder)
+    augment = inputs.make_augmenter({"rotation_range": 90})
+    for dataset in (inputs.image_dataset(paths, labels, len(classes), 32, batch_size=4, shuffle=True, augment=augment),
+                    inputs.feature_dataset(np.zeros((len(paths), 3)), labels, len(classes), batch_size=4)):
+        assert dataset.options().autotune.enabled is False
+        assert dataset.options().deterministic is True
+
+
 def test_feature_dataset_follows_the_image_order_of_the_same_seed(run_folder):
     paths, labels, classes = train_split(run_folder)
     features = np.arange(len(paths), dtype=np.float32)[:, None]

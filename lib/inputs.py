@@ -79,8 +79,9 @@ class RandomTranspose(keras.layers.Layer):
 class RandomGeometry(keras.layers.Layer):
     """The geometric augmentation in one resampling: each image's random flips, transpose, rotation, shift and
     zoom (drawn as RandomFlip, RandomTranspose, RandomRotation, RandomTranslation and RandomZoom draw them, applied
-    in that order) composed into one affine map, so each image is interpolated once. One layer per transform
-    interpolates once per layer: ~3x the compute on the CPU the step needs, and every pass blurs a little more."""
+    in that order) composed into one affine map, so each (square) image is interpolated once. One layer per
+    transform interpolates once per layer: ~2.8x the compute (benchmarks/RESULTS.md section 3), and every pass
+    blurs a little more."""
 
     def __init__(self, rotation_range=0.0, width_shift_range=0.0, height_shift_range=0.0, zoom_range=0.0,
                  horizontal_flip=False, vertical_flip=False, rotate90=False, fill_mode="nearest", seed=None, **kwargs):
@@ -113,7 +114,7 @@ class RandomGeometry(keras.layers.Layer):
         def sign(enabled):
             return ops.where(uniform(0.0, 1.0) < 0.5, -1.0, 1.0) if enabled else ops.ones((batch,))
 
-        zeros, ones = ops.zeros((batch,)), ops.ones((batch,))
+        zeros = ops.zeros((batch,))
         x_sign, y_sign = sign(options["horizontal_flip"]), sign(options["vertical_flip"])
         swap = uniform(0.0, 1.0) < 0.5 if options["rotate90"] else ops.zeros((batch,), "bool")
         matrix = _matrices(ops.where(swap, zeros, x_sign), ops.where(swap, x_sign, zeros),
@@ -311,8 +312,8 @@ def _batches(lookup, labels, num_classes, batch_size, shuffle, sampling, seed, a
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     options.deterministic = True
     # no autotuning model: with it, deleting an epoch's iterator sometimes waited seconds to a minute, both cores
-    # idle, for the model's thread (py-spy: ~RootDataset::Iterator); on 2 cores it had nothing to tune, and the
-    # AUTOTUNE parallelism and prefetching above still adapt to the cores (benchmarks/RESULTS.md section 7)
+    # idle, for the model's thread (py-spy: ~RootDataset::Iterator); without it the same CPU seconds and images per
+    # second (benchmarks/RESULTS.md sections 3 and 7)
     options.autotune.enabled = False
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 

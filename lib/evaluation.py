@@ -358,10 +358,23 @@ def operating_point_on_test(operating_point, test_true, flagged, intervals, clas
                         "ci": ci.get("operating_point_specificity")}}}
 
 
+def orientation_scores(split, class_names):
+    """Balanced accuracy of one view in each orientation predicted (`view` order), or None with only one: how
+    much the answer for a photo depends on how it was turned, each orientation being as likely as another."""
+    if split is None or split.views.shape[1] < 2:
+        return None
+    true_indices = label_indices(split.rows["label"], class_names)
+    return [float(skmetrics.balanced_accuracy_score(true_indices, split.views[:, index].argmax(axis=1)))
+            for index in range(split.views.shape[1])]
+
+
 def choose_tta(mode, validation, class_names):
     """metrics.json's "tta" without its test figures: {"mode", "chosen", "views", "validation_balanced_accuracy"
-    {variant: value}}. A fixed mode is used as asked; auto takes the variant with the highest validation balanced
-    accuracy (the fewest views on a tie) and falls back to off without a validation split."""
+    {variant: value}, "orientations" {"validation": `orientation_scores`}}. A fixed mode is used as asked; auto
+    takes the variant with the highest validation balanced accuracy (the fewest views on a tie) and falls back to
+    off without a validation split. Auto scores off, one view, by its mean over the orientations: the checkpoint
+    was chosen on the images as stored, so their own score is that choice's optimistic maximum, not what one
+    view of a new photo, turned any way, can expect."""
     candidates = list(TTA_VIEWS) if mode == "auto" else sorted({"off", mode}, key=list(TTA_VIEWS).index)
     scores = {}
     if validation is not None:
@@ -369,11 +382,17 @@ def choose_tta(mode, validation, class_names):
         for variant in candidates:
             predicted = validation.probabilities(variant).argmax(axis=1)
             scores[variant] = float(skmetrics.balanced_accuracy_score(true_indices, predicted))
+    orientations = orientation_scores(validation, class_names)
     if mode != "auto":
         chosen = mode
+    elif scores:
+        one_view = float(np.mean(orientations)) if orientations else scores["off"]
+        chosen = max(scores, key=lambda variant: (one_view if variant == "off" else scores[variant],
+                                                  -TTA_VIEWS[variant]))
     else:
-        chosen = max(scores, key=lambda variant: (scores[variant], -TTA_VIEWS[variant])) if scores else "off"
-    return {"mode": mode, "chosen": chosen, "views": TTA_VIEWS[chosen], "validation_balanced_accuracy": scores}
+        chosen = "off"
+    return {"mode": mode, "chosen": chosen, "views": TTA_VIEWS[chosen], "validation_balanced_accuracy": scores,
+            "orientations": {"validation": orientations}}
 
 
 def subgroup_labels(rows, column):
@@ -473,9 +492,11 @@ def evaluate(test, validation, class_names, train_labels, tta="off", n_resamples
 
 
 def tta_results(mode, test, validation, class_names, temperature, test_true, weights):
-    """metrics.json's "tta": `choose_tta`, and with a chosen variant other than off its "test" headline metrics
-    (calibrated by the same temperature) with their bootstrap "intervals"."""
+    """metrics.json's "tta": `choose_tta` with the test split's `orientation_scores`, and with a chosen variant
+    other than off its "test" headline metrics (calibrated by the same temperature) with their bootstrap
+    "intervals"."""
     result = choose_tta(mode, validation, class_names)
+    result["orientations"]["test"] = orientation_scores(test, class_names)
     result["test"] = None
     if result["chosen"] != "off":
         probabilities = calibrated(test, temperature, result["chosen"])

@@ -8,6 +8,7 @@ import logging
 import typing
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from lib import params as params_lib
@@ -245,16 +246,25 @@ def calibration_lines(metrics):
 
 
 def tta_lines(metrics):
-    """report.md's test-time augmentation section: the mode, the validation scores and the choice."""
+    """report.md's test-time augmentation section: the mode, the validation scores and the choice, and how the
+    balanced accuracy of one view varies with the orientation of the images."""
     tta = metrics.get("tta")
     if not tta:
         return []
     scores = ", ".join(f"{variant} {value:.3f}" for variant, value in tta["validation_balanced_accuracy"].items())
     chosen = (f"`{tta['chosen']}` ({tta['views']} views averaged) is reported beside the model above"
               if tta["chosen"] != "off" else "no augmentation is used")
-    return ["## Test-time augmentation", "",
-            f"evaluate.tta: `{tta['mode']}`. Validation balanced accuracy: {scores or 'n/a (no validation split)'}; "
-            f"{chosen}. The web page runs one view.", ""]
+    lines = ["## Test-time augmentation", "",
+             f"evaluate.tta: `{tta['mode']}`. Validation balanced accuracy: {scores or 'n/a (no validation split)'}; "
+             f"{chosen}. The web page runs one view.", ""]
+    orientations = {split: values for split, values in (tta.get("orientations") or {}).items() if values}
+    if orientations:
+        spread = "; ".join(f"{split} {min(values):.3f}-{max(values):.3f} (mean {np.mean(values):.3f}, as stored "
+                           f"{values[0]:.3f})" for split, values in orientations.items())
+        lines += [f"One view, in each of the {len(next(iter(orientations.values())))} orientations predicted, "
+                  f"balanced accuracy: {spread}. A photo can come turned any way, so `auto` weighs one view by the "
+                  "mean: the checkpoint was chosen on validation as stored, whose score is its optimistic best.", ""]
+    return lines
 
 
 def subgroup_table(subgroups):

@@ -88,6 +88,19 @@ def test_report_shows_external_dataset_results_when_evaluated():
     assert "Also measured on one external dataset (`isic_binary`" in text
 
 
+def test_tta_section_gives_the_spread_of_one_view_over_the_orientations():
+    tta = {"mode": "auto", "chosen": "dihedral", "views": 8,
+           "validation_balanced_accuracy": {"off": 0.76, "flips": 0.73, "dihedral": 0.75},
+           "orientations": {"validation": [0.76, 0.70, 0.68, 0.72, 0.71, 0.73, 0.70, 0.74], "test": None}}
+
+    text = "\n".join(report.tta_lines({"tta": tta}))
+
+    assert "off 0.760, flips 0.730, dihedral 0.750; `dihedral` (8 views averaged)" in text
+    assert "each of the 8 orientations predicted, balanced accuracy: validation 0.680-0.760 (mean 0.718, as " \
+           "stored 0.760)." in text and "test" not in text.split("balanced accuracy: ")[-1].split(".")[0]
+    assert "orientations" not in "\n".join(report.tta_lines({"tta": {**tta, "orientations": {"validation": None}}}))
+
+
 def test_model_card_warns_when_the_test_split_chose_the_checkpoint():
     params = {**PARAMS, "data": {**PARAMS["data"], "test_as_validation": True}}
 

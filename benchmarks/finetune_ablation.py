@@ -230,6 +230,9 @@ def evaluation_rows(run_dir):
     metrics = artifacts.read_json(Path(run_dir) / artifacts.METRICS)
     tta, temperature = metrics["tta"], metrics["temperature"]
     views = ", ".join(f"{variant} {value:.3f}" for variant, value in tta["validation_balanced_accuracy"].items())
+    orientations = (tta.get("orientations") or {}).get("validation")
+    if orientations:
+        views += f"; one view over the {len(orientations)} orientations {statistics.mean(orientations):.3f}"
     return [{"variant": "tta", "what": f"+ test-time augmentation, chosen on validation: {tta['chosen']} ({views})",
              "balanced accuracy": tta["validation_balanced_accuracy"][tta["chosen"]]},
             {"variant": "temperature", "what": f"+ temperature scaling, T = {temperature['value']:.2f} fitted on "

@@ -354,22 +354,22 @@ def test_auto_tta_keeps_one_view_when_more_views_do_not_help():
     assert tta["chosen"] == "off" and tta["test"] is None
 
 
-def turned_differently(split, accuracies, seed):
-    """`split` with one view per entry of `accuracies`: view 0 its own predictions, each other view those of an
-    image turned another way: confidently right about that share of the time, else confidently taking the image
-    for the one other class it resembles."""
+def turned_differently(split, other_accuracies, seed):
+    """`split` whose view 0 is its own predictions, followed by one view per entry of `other_accuracies`: the
+    image turned another way, confidently right about that share of the time, else confidently taken for the one
+    other class it resembles."""
     rng = np.random.default_rng(seed)
     true = evaluation.label_indices(split.rows["label"], HAM)
     lookalike = (true + rng.integers(1, len(HAM), len(true))) % len(HAM)
     views = [split.views[:, 0]]
-    for accuracy in accuracies[1:]:
+    for accuracy in other_accuracies:
         answer = np.where(rng.random(len(true)) < accuracy, true, lookalike)
         views.append(np.eye(len(HAM))[answer] * 0.6 + rng.dirichlet(np.ones(len(HAM)), len(true)) * 0.4)
     return evaluation.SplitPredictions(split.rows, np.stack(views, axis=1))
 
 
 def test_orientation_scores_are_the_balanced_accuracy_of_each_view_alone():
-    split = turned_differently(predicted_split(300, "v", seed=20, accuracy=0.9), [0.9, 0.5, 0.5, 0.5], seed=30)
+    split = turned_differently(predicted_split(300, "v", seed=20, accuracy=0.9), [0.5, 0.5, 0.5], seed=30)
 
     scores = evaluation.orientation_scores(split, HAM)
 
@@ -381,8 +381,8 @@ def test_orientation_scores_are_the_balanced_accuracy_of_each_view_alone():
 
 
 def test_auto_tta_weighs_one_view_by_its_mean_over_the_orientations_not_the_one_it_was_chosen_on():
-    validation = turned_differently(predicted_split(400, "v", seed=21, accuracy=0.9), [0.9] + [0.55] * 7, seed=40)
-    test = turned_differently(predicted_split(200, "t", seed=22, accuracy=0.9), [0.9] + [0.55] * 7, seed=60)
+    validation = turned_differently(predicted_split(400, "v", seed=21, accuracy=0.9), [0.55] * 7, seed=40)
+    test = turned_differently(predicted_split(200, "t", seed=22, accuracy=0.9), [0.55] * 7, seed=60)
 
     tta = evaluate(test, validation, tta="auto", n_resamples=0)["tta"]
 
@@ -390,8 +390,10 @@ def test_auto_tta_weighs_one_view_by_its_mean_over_the_orientations_not_the_one_
     best_average = max(("flips", "dihedral"), key=scores.get)
     assert scores["off"] > scores[best_average] > np.mean(orientations["validation"])  # as stored, off would win
     assert tta["chosen"] == best_average
-    assert len(orientations["test"]) == 8 and orientations["test"][0] == pytest.approx(
-        skmetrics.balanced_accuracy_score(evaluation.label_indices(test.rows["label"], HAM), test.views[:, 0].argmax(axis=1)))
+    test_true = evaluation.label_indices(test.rows["label"], HAM)
+    assert len(orientations["test"]) == 8
+    assert orientations["test"][0] == pytest.approx(skmetrics.balanced_accuracy_score(test_true,
+                                                                                      test.views[:, 0].argmax(axis=1)))
 
 
 def test_without_validation_nothing_is_fitted_and_a_note_says_why():

@@ -38,6 +38,8 @@ UINT8_MAX_CHANNEL_ERROR = 0.02
 FLOORS = {"none": {"max_abs_diff": 1e-4, "top1_agreement": 1.0},
           "float16": {"max_abs_diff": None, "top1_agreement": 0.98},
           "uint8": {"max_abs_diff": None, "top1_agreement": 0.98}}
+# images one Chromium page classifies for parity: 128 at 224 px are 77 MB of float32 for the page to fetch
+PAGE_IMAGES = 128
 DISCLAIMER = ("Research demo, not a diagnosis. This model was trained on a small public dataset and has not been "
               "validated for clinical use. It can be wrong, including for dangerous lesions. If a skin lesion "
               "worries you, changes, bleeds or itches, see a doctor or dermatologist.")
@@ -312,9 +314,18 @@ def saved_model_probabilities(saved_model_dir, images):
     return next(iter(outputs.values())).numpy()
 
 
-def browser_probabilities(tfjs_dir, images, backend="wasm", timeout_seconds=120):
+def browser_probabilities(tfjs_dir, images, backend="wasm", timeout_seconds=120, images_per_page=PAGE_IMAGES):
     """Run the TF.js model in `tfjs_dir` on `images` (n, S, S, 3 raw RGB 0-255) in headless Chromium with the
-    project's TF.js (web/node_modules). Returns {"probabilities", "backend", "browser", "milliseconds"}."""
+    project's TF.js (web/node_modules), `images_per_page` at a time. Returns {"probabilities" (in the order of
+    `images`), "backend", "browser", "milliseconds" (summed over the pages)}."""
+    pages = [page_probabilities(tfjs_dir, images[start:start + images_per_page], backend, timeout_seconds)
+             for start in range(0, len(images), images_per_page)]
+    return {**pages[0], "probabilities": np.concatenate([page["probabilities"] for page in pages]),
+            "milliseconds": sum(page["milliseconds"] for page in pages)}
+
+
+def page_probabilities(tfjs_dir, images, backend, timeout_seconds):
+    """One headless Chromium page running the TF.js model on `images`: browser_probabilities' unit of work."""
     from lib import browser, serve
 
     with tempfile.TemporaryDirectory(prefix="parity-") as parity_dir:

@@ -327,3 +327,13 @@ def test_conversion_works_in_a_project_and_a_run_folder_whose_paths_have_spaces_
     assert result.stdout.startswith(str(project / "lib")), "the copy with a space in its path ran"
     spec = export.verify_tfjs_model(run_dir / "tfjs ö", image_size=2)
     assert quantized_dtypes(spec) == {"float16"}
+
+
+@pytest.mark.slow
+def test_browser_probabilities_over_several_pages_keep_the_order_of_the_images(exported_run, cnn_model, chromium):
+    run_dir, _ = exported_run
+    _, images = export.select_parity_images(run_dir, 12, IMAGE_SIZE)
+    reference = cnn_model.predict(images.astype("float32"), verbose=0)
+    paged = export.browser_probabilities(run_dir / "tfjs", images, images_per_page=5)  # pages of 5, 5 and 2
+    assert paged["probabilities"].shape == reference.shape
+    assert np.abs(paged["probabilities"] - reference).max() <= 1e-4

@@ -28,3 +28,20 @@ def test_every_lib_name_a_benchmark_uses_exists(benchmark):
     missing = [f"line {line}: {module}.{name}" for line, module, name in lib_references(benchmark.read_text())
                if not hasattr(importlib.import_module(module), name)]
     assert not missing, f"{benchmark.name} uses names lib no longer has: {missing}"
+
+
+def test_every_finetune_ablation_variant_is_valid_params_and_the_recipe_row_is_the_recipe_file():
+    import sys
+
+    from lib import params
+
+    sys.path.insert(0, str(BENCHMARKS[0].parent))
+    import finetune_ablation
+
+    def load(recipe, overrides):  # without the shared data and weights, which a fresh clone does not have
+        return params.load(BENCHMARKS[0].parents[1] / recipe, ["model.weights=null", *overrides], name="variant")
+
+    loaded = {name: load(recipe, overrides) for name, (recipe, overrides, _) in finetune_ablation.VARIANTS.items()}
+    assert loaded["recipe"] == load(finetune_ablation.FINETUNE, [])
+    # measured before the recipe applied its augmentation as one affine map, and reproduced as measured
+    assert loaded["22_epochs"] == load(finetune_ablation.FINETUNE, ["train.augmentation.one_resampling=false"])

@@ -282,17 +282,18 @@ def calibrated(split, temperature, tta="off"):
 
 def temperature_scaling(validation_true, validation_probabilities, test_true, test_probabilities):
     """metrics.json's "temperature": T fitted on the validation split's single-view probabilities (what the web
-    page computes), and the expected calibration error before and after scaling, on validation and on test."""
+    page computes), and the expected calibration error and the negative log-likelihood (what T minimises, so the
+    ECE may rise where it falls) before and after scaling, on validation and on test."""
     value = statistics.fit_temperature(validation_true, validation_probabilities)
-
-    def ece(true_indices, probabilities):
-        return calibration(true_indices, probabilities)["ece"]
-
-    return {"value": value, "fitted_on": "validation", "n": int(len(validation_true)),
-            "validation_ece_before": ece(validation_true, validation_probabilities),
-            "validation_ece_after": ece(validation_true, statistics.apply_temperature(validation_probabilities, value)),
-            "test_ece_before": ece(test_true, test_probabilities),
-            "test_ece_after": ece(test_true, statistics.apply_temperature(test_probabilities, value))}
+    scores = {"fitted_on": "validation", "n": int(len(validation_true))}
+    for split, true, probabilities in (("validation", validation_true, validation_probabilities),
+                                       ("test", test_true, test_probabilities)):
+        true = np.asarray(true)
+        scaled = {"before": (probabilities, 1.0), "after": (statistics.apply_temperature(probabilities, value), value)}
+        for when, (calibrated_probabilities, temperature) in scaled.items():
+            scores[f"{split}_ece_{when}"] = calibration(true, calibrated_probabilities)["ece"]
+            scores[f"{split}_nll_{when}"] = statistics.negative_log_likelihood(true, probabilities, temperature)
+    return {"value": value, **scores}
 
 
 def choose_operating_point(validation_true, validation_probabilities, class_names, target_sensitivity):

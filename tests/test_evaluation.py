@@ -269,8 +269,8 @@ def test_metrics_json_carries_what_the_web_page_reads():
     metrics = evaluate(predicted_split(300, "t", seed=1), predicted_split(300, "v", seed=2), n_resamples=200)
 
     temperature, point, ood = metrics["temperature"], metrics["operating_point"], metrics["ood"]
-    assert set(temperature) == {"value", "fitted_on", "n", "validation_ece_before", "validation_ece_after",
-                                "test_ece_before", "test_ece_after"}
+    assert set(temperature) == {"value", "fitted_on", "n", *(f"{split}_{score}_{when}" for split in ("validation", "test")
+                                                            for score in ("ece", "nll") for when in ("before", "after"))}
     assert temperature["value"] > 1 and temperature["fitted_on"] == "validation" and temperature["n"] == 300
     assert set(point) == {"class", "threshold", "target_sensitivity", "validation", "test"}
     assert point["class"] == "mel" and 0 < point["threshold"] < 1 and point["target_sensitivity"] == 0.85
@@ -288,6 +288,12 @@ def test_temperature_from_validation_calibrates_the_over_confident_model_on_test
     temperature = metrics["temperature"]
     assert temperature["validation_ece_after"] < temperature["validation_ece_before"]
     assert temperature["test_ece_after"] < 0.75 * temperature["test_ece_before"]
+    # what T minimises on validation, and scikit-learn's log-loss of the same probabilities
+    assert temperature["validation_nll_after"] < temperature["validation_nll_before"]
+    assert temperature["test_nll_after"] < temperature["test_nll_before"]
+    test = predicted_split(400, "t", seed=3)
+    assert temperature["test_nll_before"] == pytest.approx(
+        skmetrics.log_loss(test.rows["label"], test.views[:, 0], labels=HAM), rel=1e-4)
     # the headline is the calibrated model the web page runs
     assert metrics["calibration"]["ece"] == pytest.approx(temperature["test_ece_after"])
     assert metrics["bootstrap"] is None

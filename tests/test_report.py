@@ -68,6 +68,9 @@ def test_report_has_metrics_beside_baselines_plots_and_a_model_card():
     assert "| metric | model (test) | 95% interval | model (validation) | majority baseline |" in text
     assert "| balanced accuracy (mean recall) | 0.750 | " in text and " | 0.750 | 0.500 | 0.500 |" in text
     assert "fingerprint `" in text and "Temperature scaling fitted on 4 validation images" in text
+    temperature = summary()["temperature"]
+    assert (f"| test | {temperature['test_ece_before']:.3f} | {temperature['test_ece_after']:.3f} | "
+            f"{temperature['test_nll_before']:.3f} | {temperature['test_nll_after']:.3f} |") in text
     assert "[roc](plots/roc.png)" in text
     assert "not diagnosis" in text.lower() or "not a medical device" in text.lower()
     assert "copies of HAM10000" in text  # recipe B's data-source shortcut

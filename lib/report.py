@@ -239,7 +239,7 @@ def calibration_lines(metrics):
         f"Temperature scaling fitted on {temperature['n']} validation images: T = {temperature['value']:.3f} "
         "(calibrated probability = p^(1/T), renormalised; T > 1 softens over-confident outputs). Every probability "
         "in this report, in predictions.csv and on the web page is calibrated. T minimises the negative "
-        "log-likelihood on validation, not the binned expected calibration error (ECE), which can rise a little "
+        "log-likelihood on validation, not the binned expected calibration error (ECE), which can rise "
         "where the likelihood improves.", "",
         "| | ECE before | ECE after | negative log-likelihood before | after |", "|---|---|---|---|---|",
         *[f"| {label} | {number(temperature[f'{split}_ece_before'])} | {number(temperature[f'{split}_ece_after'])} | "

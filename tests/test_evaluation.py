@@ -283,7 +283,8 @@ def test_metrics_json_carries_what_the_web_page_reads():
 
 
 def test_temperature_from_validation_calibrates_the_over_confident_model_on_test():
-    metrics = evaluate(predicted_split(400, "t", seed=3), predicted_split(400, "v", seed=4), n_resamples=0)
+    test = predicted_split(400, "t", seed=3)
+    metrics = evaluate(test, predicted_split(400, "v", seed=4), n_resamples=0)
 
     temperature = metrics["temperature"]
     assert temperature["validation_ece_after"] < temperature["validation_ece_before"]
@@ -291,7 +292,6 @@ def test_temperature_from_validation_calibrates_the_over_confident_model_on_test
     # what T minimises on validation, and scikit-learn's log-loss of the same probabilities
     assert temperature["validation_nll_after"] < temperature["validation_nll_before"]
     assert temperature["test_nll_after"] < temperature["test_nll_before"]
-    test = predicted_split(400, "t", seed=3)
     assert temperature["test_nll_before"] == pytest.approx(
         skmetrics.log_loss(test.rows["label"], test.views[:, 0], labels=HAM), rel=1e-4)
     # the headline is the calibrated model the web page runs

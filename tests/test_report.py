@@ -61,14 +61,15 @@ COUNTS = {"per_class": {"benign": {"found": 5, "used": 4, "skipped": 1, "train":
 
 
 def test_report_has_metrics_beside_baselines_plots_and_a_model_card():
-    text = report.render_report(PARAMS, summary(), CLASSES, report.counts_table(COUNTS),
+    metrics = summary()
+    text = report.render_report(PARAMS, metrics, CLASSES, report.counts_table(COUNTS),
                                 ["plots/roc.png", "plots/confusion_matrix.png"], training={"best_epoch": 3})
 
     # model on test, its interval, on validation, then the majority baseline
     assert "| metric | model (test) | 95% interval | model (validation) | majority baseline |" in text
     assert "| balanced accuracy (mean recall) | 0.750 | " in text and " | 0.750 | 0.500 | 0.500 |" in text
     assert "fingerprint `" in text and "Temperature scaling fitted on 4 validation images" in text
-    temperature = summary()["temperature"]
+    temperature = metrics["temperature"]
     assert (f"| test | {temperature['test_ece_before']:.3f} | {temperature['test_ece_after']:.3f} | "
             f"{temperature['test_nll_before']:.3f} | {temperature['test_nll_after']:.3f} |") in text
     assert "[roc](plots/roc.png)" in text

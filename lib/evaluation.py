@@ -3,8 +3,9 @@ scikit-learn metrics beside baselines, with bootstrap intervals, a temperature f
 operating point, the out-of-distribution cut-off, results per subgroup, and Grad-CAM heat maps. The statistics
 live in `statistics.py`, figures in `plots.py`, files in `report.py`.
 
-What the web page runs is the model on one view of the photo, its probabilities calibrated by the temperature:
-`evaluate` reports exactly that as the headline, and test-time augmentation beside it.
+What the web page runs is the model on the views of the photo that validation chose (one, the 4 flips or all 8
+right-angle views, averaged inside the exported model), its probabilities calibrated by the temperature: `evaluate`
+reports exactly that as the headline, and one view beside it.
 """
 
 import dataclasses
@@ -281,8 +282,8 @@ def calibrated(split, temperature, tta="off"):
 
 
 def temperature_scaling(validation_true, validation_probabilities, test_true, test_probabilities):
-    """metrics.json's "temperature": T fitted on the validation split's single-view probabilities (what the web
-    page computes), and the expected calibration error and the negative log-likelihood (what T minimises, so the
+    """metrics.json's "temperature": T fitted on the validation split's probabilities (what the web page computes:
+    the mean over the chosen views), and the expected calibration error and the negative log-likelihood (what T minimises, so the
     ECE may rise where it falls) before and after scaling, on validation and on test."""
     value = statistics.fit_temperature(validation_true, validation_probabilities)
     scores = {"fitted_on": "validation", "n": int(len(validation_true))}
@@ -452,24 +453,27 @@ def _number(value):
 def evaluate(test, validation, class_names, train_labels, tta="off", n_resamples=1000, target_sensitivity=0.85,
              seed=42, bootstrap_seed=42):
     """The content of metrics.json for `SplitPredictions` of the test and validation splits (validation may be
-    None). The headline describes what the web page runs: one view, probabilities scaled by the temperature fitted
-    on validation. Keys: classes, test_set, the `compute_metrics` keys, baselines (fitted on `train_labels`,
-    seeded by `seed`), validation (headline on validation), temperature, operating_point, ood, bootstrap
-    (`n_resamples` resamples of whole lesions drawn with `bootstrap_seed`; None for 0), tta and subgroups."""
+    None). The headline describes what the web page runs: the views `tta` takes on validation (`choose_tta`),
+    averaged, probabilities scaled by the temperature fitted on validation to those averages. Keys: classes,
+    test_set, the `compute_metrics` keys, baselines (fitted on `train_labels`, seeded by `seed`), validation
+    (headline on validation), temperature, operating_point, ood, bootstrap (`n_resamples` resamples of whole lesions
+    drawn with `bootstrap_seed`; None for 0), tta and subgroups."""
     if test is None:
         raise ValueError("no test split to evaluate: set data.test_fraction above 0 (or use a dataset with a test "
                          "folder) and rerun notebook 02_preprocess")
+    choice = choose_tta(tta, validation, class_names)
+    views = choice["chosen"]
     test_true = label_indices(test.rows["label"], class_names)
     validation_true = None if validation is None else label_indices(validation.rows["label"], class_names)
     temperature = None if validation is None else temperature_scaling(
-        validation_true, validation.probabilities(), test_true, test.probabilities())
-    test_probabilities = calibrated(test, temperature)
+        validation_true, validation.probabilities(views), test_true, test.probabilities(views))
+    test_probabilities = calibrated(test, temperature, views)
     metrics = {"classes": list(class_names), "test_set": test_set_fingerprint(test.rows["image_id"]),
                **compute_metrics(test.rows["label"], test_probabilities, class_names)}
     metrics["notes"] += _notes(test, validation)
     metrics["baselines"] = baseline_metrics(train_labels, test.rows["label"], class_names, seed=seed)
     metrics["temperature"] = temperature
-    validation_probabilities = None if validation is None else calibrated(validation, temperature)
+    validation_probabilities = None if validation is None else calibrated(validation, temperature, views)
     metrics["validation"] = (None if validation is None else
                              headline(validation.rows["label"], validation_probabilities, class_names))
     operating_point = (None if validation is None else
@@ -487,23 +491,22 @@ def evaluate(test, validation, class_names, train_labels, tta="off", n_resamples
         "n_units": int(resampling_groups(test.rows).nunique()), "intervals": intervals}
     metrics["operating_point"] = (None if operating_point is None else
                                   operating_point_on_test(operating_point, test_true, flagged, intervals, class_names))
-    metrics["tta"] = tta_results(tta, test, validation, class_names, temperature, test_true, weights)
+    metrics["tta"] = tta_results(choice, test, class_names, temperature, test_true, weights)
     metrics["subgroups"] = subgroup_results(test.rows, test_true, test_probabilities, class_names, flagged)
     return metrics
 
 
-def tta_results(mode, test, validation, class_names, temperature, test_true, weights):
-    """metrics.json's "tta": `choose_tta` with the test split's `orientation_scores`, and with a chosen variant
-    other than off its "test" headline metrics (calibrated by the same temperature) with their bootstrap
-    "intervals"."""
-    result = choose_tta(mode, validation, class_names)
-    result["orientations"]["test"] = orientation_scores(test, class_names)
-    result["test"] = None
+def tta_results(choice, test, class_names, temperature, test_true, weights):
+    """metrics.json's "tta": the `choose_tta` result `choice` with the test split's `orientation_scores` and, when
+    it chose more than one view, "one_view": the headline metrics of one view of each test image (the image as
+    stored, scaled by the same temperature) with their bootstrap "intervals": what the views add."""
+    result = {**choice, "orientations": {**choice["orientations"], "test": orientation_scores(test, class_names)}}
+    result["one_view"] = None
     if result["chosen"] != "off":
-        probabilities = calibrated(test, temperature, result["chosen"])
-        result["test"] = headline(test.rows["label"], probabilities, class_names)
-        result["test"]["intervals"] = (None if weights is None else
-                                       bootstrap_intervals(test_true, probabilities, weights, class_names))
+        probabilities = calibrated(test, temperature)
+        result["one_view"] = headline(test.rows["label"], probabilities, class_names)
+        result["one_view"]["intervals"] = (None if weights is None else
+                                           bootstrap_intervals(test_true, probabilities, weights, class_names))
     return result
 
 
@@ -518,18 +521,20 @@ def _notes(test, validation):
     return []
 
 
-def score_external(model, used, skipped, class_names, image_size, temperature, source, dataset, batch_size=32):
+def score_external(model, used, skipped, class_names, image_size, temperature, source, dataset, tta="off",
+                   batch_size=32):
     """Score the model on the external dataset `dataset` from `source`, prepared by `preprocess.prepare_external`
     (`used`, `skipped`): (metrics.json's "external", predictions table). Images whose class the model does not know
-    are counted and left out; probabilities are scaled by the run's `temperature` block (or None), as on test."""
+    are counted and left out; the views of `tta` (the run's chosen mode) are averaged and scaled by the run's
+    `temperature` block (or None), as on test."""
     known = used[used["label"].isin(class_names)].reset_index(drop=True)
     if known.empty:
         raise ValueError(f"no external image has one of the model's classes ({', '.join(class_names)}); "
                          f"its labels: {', '.join(sorted(map(str, used['label'].unique())))}")
-    split = SplitPredictions(known, predict_paths(model, known["abs_path"], image_size, 1, batch_size))
-    probabilities = calibrated(split, temperature)
+    split = SplitPredictions(known, predict_paths(model, known["abs_path"], image_size, TTA_VIEWS[tta], batch_size))
+    probabilities = calibrated(split, temperature, tta)
     metrics = {"source": source, "dataset": dataset, "n_skipped": int(len(skipped)),
-               "n_unknown_label": int(len(used) - len(known)),
+               "n_unknown_label": int(len(used) - len(known)), "tta": tta,
                "test_set": test_set_fingerprint(known["image_id"]),
                **compute_metrics(known["label"], probabilities, class_names)}
     return metrics, predictions_table(known["image_id"], known["label"], probabilities, class_names)

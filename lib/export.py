@@ -1,7 +1,9 @@
 """Convert a trained Keras model to a TensorFlow.js graph model, with metadata, sizes and parity numbers.
 
 Route (the one that loads in TF.js 4.22 from Keras 3, see shared/ECOSYSTEM.md): an inference-only
-SavedModel whose endpoint calls `model(x, training=False)` (so no augmentation layer runs), converted to a graph
+SavedModel whose endpoint calls `model(x, training=False)` (so no augmentation layer runs) on the views of each image
+that notebook 04 chose on validation (metrics.json "tta") and averages them, so the page feeds one photo and gets
+what the report scored; converted to a graph
 model by the `tensorflowjs` converter's Python API in a subprocess (`python -m lib.converter`), which needs no
 TensorFlow Decision Forests and so runs with Colab's TensorFlow as well.
 A conversion is written to a temporary folder and renamed into place only when complete, so a killed
@@ -21,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lib import artifacts, converter, inputs, paths, registry
+from lib import artifacts, converter, evaluation, inputs, paths, registry
 from lib.errors import ExportError
 
 logger = logging.getLogger(__name__)
@@ -38,8 +40,10 @@ UINT8_MAX_CHANNEL_ERROR = 0.02
 FLOORS = {"none": {"max_abs_diff": 1e-4, "top1_agreement": 1.0},
           "float16": {"max_abs_diff": None, "top1_agreement": 0.98},
           "uint8": {"max_abs_diff": None, "top1_agreement": 0.98}}
-# images one Chromium page classifies for parity: 128 at 224 px are 77 MB of float32 for the page to fetch
+# images one Chromium page classifies for parity: 128 at 224 px are 77 MB of float32 for the page to fetch; the
+# page's time limit for each view the model averages (MobileNet 0.75 at 224 px on wasm: ~8 s a view of 128 images)
 PAGE_IMAGES = 128
+PAGE_SECONDS_PER_VIEW = 120
 DISCLAIMER = ("Research demo, not a diagnosis. This model was trained on a small public dataset and has not been "
               "validated for clinical use. It can be wrong, including for dangerous lesions. If a skin lesion "
               "worries you, changes, bleeds or itches, see a doctor or dermatologist.")
@@ -54,17 +58,52 @@ def check_quantize(quantize):
     return quantize
 
 
-def export_saved_model(model, saved_model_dir, image_size):
+def average_over_views(model, images, views=1):
+    """`model(x, training=False)` averaged over the first `views` orientations of each image, in TensorFlow ops
+    the TF.js converter keeps (Transpose, ReverseV2, ConcatV2, Mean): the graph counterpart of
+    `evaluation.predict_views(...).mean(axis=1)`, in `evaluation.view`'s order. Images must be square."""
+    if views not in evaluation.TTA_VIEWS.values():
+        raise ValueError(f"views must be one of {sorted(evaluation.TTA_VIEWS.values())}; got {views}")
+    if views == 1:
+        return model(images, training=False)
+    oriented = []
+    for index in range(views):
+        picture = tf.transpose(images, [0, 2, 1, 3]) if index >= 4 else images
+        if index % 2:
+            picture = tf.reverse(picture, axis=[2])
+        if index % 4 >= 2:
+            picture = tf.reverse(picture, axis=[1])
+        oriented.append(picture)
+    probabilities = model(tf.concat(oriented, axis=0), training=False)
+    return tf.reduce_mean(tf.reshape(probabilities, [views, tf.shape(images)[0], -1]), axis=0)
+
+
+def export_saved_model(model, saved_model_dir, image_size, views=1):
     """Write an inference-only SavedModel of `model` to `saved_model_dir` (must not exist).
 
-    Endpoint "serve": float32 (None, image_size, image_size, 3) raw RGB 0-255 -> model(x, training=False)."""
+    Endpoint "serve": float32 (None, image_size, image_size, 3) raw RGB 0-255 -> `average_over_views`."""
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
-        name=SIGNATURE, fn=lambda images: model(images, training=False),
+        name=SIGNATURE, fn=lambda images: average_over_views(model, images, views),
         input_signature=[tf.TensorSpec(shape=(None, image_size, image_size, 3), dtype=tf.float32, name="images")])
     archive.write_out(str(saved_model_dir), verbose=False)
     return Path(saved_model_dir)
+
+
+def views_key(metrics):
+    """metadata.json's "views": {"count", "mode"} of metrics.json's "tta" choice (1 view, "off", without one): how
+    many orientations of a photo the exported model averages. A metrics.json written before the headline used the
+    chosen views (no "one_view" beside a choice of several) is refused: its temperature and thresholds were fitted
+    to one view."""
+    tta = (metrics or {}).get("tta") or {"chosen": "off"}
+    if tta["chosen"] not in evaluation.TTA_VIEWS:
+        raise ExportError(f"metrics.json tta.chosen is {tta['chosen']!r}, not one of {', '.join(evaluation.TTA_VIEWS)}"
+                          " (rerun 04_evaluate)")
+    if tta["chosen"] != "off" and "one_view" not in tta:
+        raise ExportError("metrics.json was written by an older 04_evaluate, which fitted the temperature and the "
+                          f"thresholds to one view while choosing {tta['chosen']}: rerun 04_evaluate")
+    return {"count": evaluation.TTA_VIEWS[tta["chosen"]], "mode": tta["chosen"]}
 
 
 def uint8_safe_weights(tfjs_dir, max_channel_error=UINT8_MAX_CHANNEL_ERROR):
@@ -127,7 +166,8 @@ def convert_saved_model(saved_model_dir, output_dir, quantize="none", timeout_se
 def build_metadata(classes, image_size, run_name, quantize, metrics=None, resize_mode="squash", date=None,
                    input_check=None):
     """The page's metadata.json content: classes (order = model outputs), input, run, metrics, disclaimer,
-    and the page's checks: "temperature", "operating_point", "ood" (from `metrics`, see `calibration_keys`)
+    the views the model averages ("views", see `views_key`), and the page's checks: "temperature",
+    "operating_point", "ood" (from `metrics`, see `calibration_keys`)
     and "input_check" (`input_check`, made by `input_statistics`; None when the run has no training images).
 
     `classes` is data/classes.json's dict ({"labels", "classes", "long_names"}); `metrics` metrics.json or None;
@@ -143,6 +183,7 @@ def build_metadata(classes, image_size, run_name, quantize, metrics=None, resize
         "quantization": quantize,
         "test_metrics": metrics,
         "disclaimer": DISCLAIMER,
+        "views": views_key(metrics),
         **calibration_keys(metrics, classes["classes"]),
         "input_check": input_check,
     }
@@ -316,7 +357,8 @@ def saved_model_probabilities(saved_model_dir, images):
 
 def browser_probabilities(tfjs_dir, images, backend="wasm", timeout_seconds=120, images_per_page=PAGE_IMAGES):
     """Run the TF.js model in `tfjs_dir` on `images` (n, S, S, 3 raw RGB 0-255) in headless Chromium with the
-    project's TF.js (web/node_modules), `images_per_page` at a time. Returns {"probabilities" (in the order of
+    project's TF.js (web/node_modules), `images_per_page` at a time, each page within `timeout_seconds` (a model
+    averaging 8 views needs about 8 times one view's). Returns {"probabilities" (in the order of
     `images`), "backend", "browser", "milliseconds" (summed over the pages)}."""
     pages = [page_probabilities(tfjs_dir, images[start:start + images_per_page], backend, timeout_seconds)
              for start in range(0, len(images), images_per_page)]
@@ -343,11 +385,12 @@ def page_probabilities(tfjs_dir, images, backend, timeout_seconds):
             server.server_close()
 
 
-def browser_parity(tfjs_dir, images, keras_probabilities, quantize, mode="auto"):
+def browser_parity(tfjs_dir, images, keras_probabilities, quantize, mode="auto", views=1):
     """Parity of the TF.js model in Chromium against Keras, with the floors for `quantize`.
 
     mode "on": missing chromium/node raise ExportError; "auto": recorded as not measured, with the reason;
-    "off": not measured. Returns {"measured", "max_abs_diff", "top1_agreement", "passes", ...}."""
+    "off": not measured. `views`: how many orientations the model averages (the page's time limit scales with it).
+    Returns {"measured", "max_abs_diff", "top1_agreement", "passes", ...}."""
     from lib import browser
 
     if mode not in registry.BROWSER_PARITY:
@@ -358,7 +401,7 @@ def browser_parity(tfjs_dir, images, keras_probabilities, quantize, mode="auto")
             f"missing {', '.join(missing)} ({browser.INSTALL_HINT})")
         logger.warning("TF.js parity NOT measured in a browser: %s", reason)
         return {"measured": False, "reason": reason}
-    result = browser_probabilities(tfjs_dir, images)
+    result = browser_probabilities(tfjs_dir, images, timeout_seconds=PAGE_SECONDS_PER_VIEW * views)
     numbers = compare_probabilities(keras_probabilities, result["probabilities"])
     floor = FLOORS[quantize]
     passes = numbers["top1_agreement"] >= floor["top1_agreement"] and (
@@ -376,7 +419,8 @@ def export_run(run_dir, quantize="none", parity_images=16, browser_parity_mode="
                resize_mode="squash", model=None, compare_quantizations=("none",)):
     """Notebook 05's job: convert the run's model to `quantize` and to every option in `compare_quantizations`
     (float32 by default, the reference of parity; all of QUANTIZATIONS for a size table), with the size and browser
-    parity of each, install the `quantize` one with metadata.json as `run_dir`/tfjs, write export.json.
+    parity of each, install the `quantize` one with metadata.json as `run_dir`/tfjs, write export.json. The model
+    averages the views metrics.json chose (`views_key`), and Keras' reference probabilities are of the same views.
 
     `model` defaults to run_dir/model/best.keras. Raises ExportError if the installed option misses its
     parity floor (the previous tfjs/ is then left untouched). Returns export.json's content."""
@@ -390,12 +434,13 @@ def export_run(run_dir, quantize="none", parity_images=16, browser_parity_mode="
     image_size = int(model.input_shape[1])
     classes = artifacts.read_classes(run_dir)
     metrics = artifacts.read_json(run_dir / artifacts.METRICS)
+    views = views_key(metrics)["count"]
     image_ids, images = select_parity_images(run_dir, parity_images, image_size)
-    keras_probabilities = model.predict(images.astype("float32"), verbose=0)
+    keras_probabilities = evaluation.predict_views(model, images, views).mean(axis=1)
     work_dir = Path(tempfile.mkdtemp(prefix=".export-", dir=run_dir))
     try:
-        saved_model_dir = export_saved_model(model, work_dir / "saved_model", image_size)
-        report = {"run_name": run_name or run_dir.name, "quantize": quantize, "image_size": image_size,
+        saved_model_dir = export_saved_model(model, work_dir / "saved_model", image_size, views)
+        report = {"run_name": run_name or run_dir.name, "quantize": quantize, "image_size": image_size, "views": views,
                   "parity_image_ids": image_ids,
                   "saved_model_parity": compare_probabilities(
                       keras_probabilities, saved_model_probabilities(saved_model_dir, images)),
@@ -407,7 +452,7 @@ def export_run(run_dir, quantize="none", parity_images=16, browser_parity_mode="
             verify_tfjs_model(converted, image_size)
             report["options"][option] = {"size_bytes": directory_size(converted),
                                          "parity": browser_parity(converted, images, keras_probabilities,
-                                                                  option, browser_parity_mode)}
+                                                                  option, browser_parity_mode, views)}
             logger.info("%s: %d bytes, parity %s", option, report["options"][option]["size_bytes"],
                         report["options"][option]["parity"])
         chosen = report["options"][quantize]["parity"]

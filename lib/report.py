@@ -182,16 +182,16 @@ def with_interval(value, bounds):
 
 def metrics_table(metrics, label="model (test)"):
     """Markdown table of the headline metrics: the model (column `label`) with its 95% interval, on validation,
-    with test-time augmentation and the baselines beside it, each where present."""
+    on one view when it averages several, and the baselines beside it, each where present."""
     intervals = (metrics.get("bootstrap") or {}).get("intervals")
     columns = [(label, metrics, None)]
     if intervals:
         columns.append(("95% interval", None, intervals))
     if metrics.get("validation"):
         columns.append(("model (validation)", metrics["validation"], None))
-    tta = (metrics.get("tta") or {}).get("test")
-    if tta:
-        columns.append((f"model + TTA ({metrics['tta']['chosen']}, test)", tta, None))
+    one_view = (metrics.get("tta") or {}).get("one_view")
+    if one_view:
+        columns.append(("model, one view (test)", one_view, None))
     for name, values in (metrics.get("baselines") or {}).items():
         columns.append((f"{name} baseline", values, None))
     lines = ["| metric | " + " | ".join(name for name, _, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
@@ -254,11 +254,12 @@ def tta_lines(metrics):
     if not tta:
         return []
     scores = ", ".join(f"{variant} {value:.3f}" for variant, value in tta["validation_balanced_accuracy"].items())
-    chosen = (f"`{tta['chosen']}` ({tta['views']} views averaged) is reported beside the model above"
-              if tta["chosen"] != "off" else "no augmentation is used")
+    chosen = (f"the model above, and the web page, average the {tta['views']} views of `{tta['chosen']}`, and one "
+              "view is reported beside it" if tta["chosen"] != "off" else "the model above, and the web page, "
+              "see each image once, as it is")
     lines = ["## Test-time augmentation", "",
              f"evaluate.tta: `{tta['mode']}`. Validation balanced accuracy: {scores or 'n/a (no validation split)'}; "
-             f"{chosen}. The web page runs one view.", ""]
+             f"{chosen}.", ""]
     orientations = {split: values for split, values in (tta.get("orientations") or {}).items() if values}
     if orientations:
         spread = "; ".join(f"{split} {min(values):.3f}-{max(values):.3f} (mean {np.mean(values):.3f}, as stored "
@@ -387,8 +388,9 @@ def render_report(params, metrics, class_names, data_counts, plot_files, trainin
     images per class (rows; `counts_table`), `plot_files` paths relative to the run folder, `training`
     the training.json dict or None."""
     lines = [f"# Evaluation report: {params.get('name', 'run')}", "",
-             "Results of the best checkpoint (model/best.keras) as the web page runs it (one view of each image, "
-             "probabilities calibrated on validation), beside two baselines that never look at an image.", "",
+             "Results of the best checkpoint (model/best.keras) as the web page runs it (the views of each image "
+             "that validation chose, averaged, probabilities calibrated on validation; see Test-time augmentation), "
+             "beside two baselines that never look at an image.", "",
              test_set_line(metrics), "", "## Metrics", "", metrics_table(metrics), ""]
     lines += screening_lines(metrics)
     for note in metrics.get("notes", []):

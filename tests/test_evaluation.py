@@ -348,8 +348,29 @@ def test_auto_tta_takes_the_variant_that_scores_best_on_validation():
     scores = tta["validation_balanced_accuracy"]
     assert set(scores) == {"off", "flips", "dihedral"} and scores["dihedral"] > max(scores["off"], scores["flips"])
     assert tta["chosen"] == "dihedral" and tta["views"] == 8
-    low, high = tta["test"]["intervals"]["balanced_accuracy"]
-    assert low < tta["test"]["balanced_accuracy"] < high
+    low, high = tta["one_view"]["intervals"]["balanced_accuracy"]
+    assert low < tta["one_view"]["balanced_accuracy"] < high
+
+
+def test_the_headline_averages_the_chosen_views_with_a_temperature_fitted_to_them_and_one_view_stands_beside():
+    test, validation = (with_noisy_flips(predicted_split(200, prefix, seed)) for prefix, seed in (("t", 9), ("v", 10)))
+
+    metrics = evaluate(test, validation, tta="auto", n_resamples=0)
+
+    test_true, validation_true = (evaluation.label_indices(split.rows["label"], HAM) for split in (test, validation))
+    assert metrics["tta"]["chosen"] == "dihedral"
+    assert metrics["temperature"]["value"] == pytest.approx(
+        statistics.fit_temperature(validation_true, validation.probabilities("dihedral")))
+    averaged = evaluation.calibrated(test, metrics["temperature"], "dihedral")
+    assert metrics["balanced_accuracy"] == pytest.approx(
+        skmetrics.balanced_accuracy_score(test_true, averaged.argmax(axis=1)))
+    assert metrics["calibration"]["ece"] == pytest.approx(evaluation.calibration(test_true, averaged)["ece"])
+    assert metrics["tta"]["one_view"]["balanced_accuracy"] == pytest.approx(
+        skmetrics.balanced_accuracy_score(test_true, test.views[:, 0].argmax(axis=1)))
+    assert metrics["balanced_accuracy"] > metrics["tta"]["one_view"]["balanced_accuracy"] + 0.2  # noise in view 0
+    # the web page's thresholds are fitted to what it computes: the averaged, calibrated views
+    validation_averaged = evaluation.calibrated(validation, metrics["temperature"], "dihedral")
+    assert metrics["ood"]["threshold"] == pytest.approx(np.quantile(validation_averaged.max(axis=1), 0.05), abs=1e-6)
 
 
 def test_auto_tta_keeps_one_view_when_more_views_do_not_help():
@@ -357,7 +378,7 @@ def test_auto_tta_keeps_one_view_when_more_views_do_not_help():
 
     tta = evaluate(test, validation, tta="auto", n_resamples=0)["tta"]
 
-    assert tta["chosen"] == "off" and tta["test"] is None
+    assert tta["chosen"] == "off" and tta["one_view"] is None
 
 
 def turned_differently(split, other_accuracies, seed):
@@ -458,12 +479,18 @@ def test_external_dataset_is_scored_without_the_classes_the_model_does_not_know(
     temperature = {"value": 2.0}
 
     metrics, table = evaluation.score_external(model, used, skipped, CLASSES, 8, temperature, "local", "other")
+    flips, flips_table = evaluation.score_external(model, used, skipped, CLASSES, 8, temperature, "local", "other",
+                                                   tta="flips")
 
     assert metrics["n_test"] == 3 and metrics["n_unknown_label"] == 1 and metrics["n_skipped"] == 1
-    assert metrics["source"] == "local" and metrics["dataset"] == "other"
+    assert metrics["source"] == "local" and metrics["dataset"] == "other" and metrics["tta"] == "off"
     raw = model.predict(pixels[:3].astype(np.float32), verbose=0)
     assert table[["prob_a", "prob_b", "prob_c"]].to_numpy() == pytest.approx(
         statistics.apply_temperature(raw, 2.0), abs=1e-5)
+    # with the run's views: the mean over the image and its flips, as on test
+    averaged = evaluation.predict_views(model, pixels[:3], n_views=4).mean(axis=1)
+    assert flips["tta"] == "flips" and flips_table[["prob_a", "prob_b", "prob_c"]].to_numpy() == pytest.approx(
+        statistics.apply_temperature(averaged, 2.0), abs=1e-5)
 
 
 def test_binary_labels_screen_for_malignant_with_the_binary_auc_interval():

@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
-from lib import artifacts, browser, export, inputs, models, paths  # noqa: E402
+from lib import artifacts, browser, evaluation, export, inputs, models, paths  # noqa: E402
 from lib.errors import ExportError  # noqa: E402
 
 from tests import runfolders  # noqa: E402
@@ -296,6 +296,42 @@ def test_metadata_carries_calibration_keys_from_metrics_and_defaults_without_the
     with pytest.raises(ExportError, match="ood lacks quantile"):
         export.build_metadata(CLASSES, IMAGE_SIZE, "run", "none", {"ood": {
             "score": "max_probability", "threshold": 0.4, "fitted_on": "validation"}})
+
+
+@pytest.mark.parametrize("views", [1, 4, 8])
+def test_the_exported_endpoint_averages_the_views_notebook_04_scored(cnn_model, trained_run, views):
+    images = split_images_of(trained_run[0])[:5]
+
+    averaged = export.average_over_views(cnn_model, images, views).numpy()
+
+    reference = evaluation.predict_views(cnn_model, images, views).mean(axis=1)
+    assert averaged == pytest.approx(reference, abs=1e-6)
+    if views > 1:  # the views differ, so the average is no single view's answer
+        assert np.abs(averaged - cnn_model.predict(images, verbose=0)).max() > 1e-3
+
+
+def test_metadata_says_how_many_views_the_model_averages_and_refuses_metrics_fitted_to_one_view():
+    def tta(chosen, **extra):
+        return {"tta": {"mode": "auto", "chosen": chosen, "views": evaluation.TTA_VIEWS[chosen], **extra}}
+
+    assert export.build_metadata(CLASSES, IMAGE_SIZE, "run", "none", None)["views"] == {"count": 1, "mode": "off"}
+    assert export.views_key(tta("off", one_view=None)) == {"count": 1, "mode": "off"}
+    assert export.views_key(tta("dihedral", one_view={"accuracy": 0.5})) == {"count": 8, "mode": "dihedral"}
+    with pytest.raises(ExportError, match="older 04_evaluate.*rerun 04_evaluate"):
+        export.views_key(tta("flips"))
+
+
+@pytest.mark.slow
+def test_a_model_averaging_8_views_runs_in_chromium_as_in_keras(tmp_path, chromium):
+    model = calibrated(small_mobilenet())
+    images, _ = runfolders.lesion_images(6, seed=4)
+    reference = evaluation.predict_views(model, images, 8).mean(axis=1)
+    assert np.abs(reference - model.predict(images.astype("float32"), verbose=0)).max() > 1e-3
+    saved_model = export.export_saved_model(model, tmp_path / "saved", IMAGE_SIZE, views=8)
+    assert export.saved_model_probabilities(saved_model, images) == pytest.approx(reference, abs=1e-5)
+    converted = export.convert_saved_model(saved_model, tmp_path / "tfjs", "none")
+    parity = export.browser_parity(converted, images, reference, "none", mode="on", views=8)
+    assert parity["passes"], parity
 
 
 def tiny_saved_model(folder):

@@ -99,10 +99,21 @@ def test_tta_section_gives_the_spread_of_one_view_over_the_orientations():
 
     text = "\n".join(report.tta_lines({"tta": tta}))
 
-    assert "off 0.760, flips 0.730, dihedral 0.750; `dihedral` (8 views averaged)" in text
+    assert ("off 0.760, flips 0.730, dihedral 0.750; the model above, and the web page, average the 8 views of "
+            "`dihedral`, and one view is reported beside it.") in text
     assert "each of the 8 orientations predicted, balanced accuracy: validation 0.680-0.760 (mean 0.718, as " \
            "stored 0.760)." in text and "; test" not in text
     assert "orientations" not in "\n".join(report.tta_lines({"tta": {**tta, "orientations": {"validation": None}}}))
+
+
+def test_metrics_table_gives_one_view_beside_a_model_that_averages_views():
+    metrics = summary()
+    one_view = {**metrics, "tta": {**metrics["tta"], "one_view": {**metrics, "balanced_accuracy": 0.123}}}
+
+    table = report.metrics_table(one_view)
+
+    assert "| model (test) | 95% interval | model (validation) | model, one view (test) |" in table
+    assert "0.123" in table and "one view" not in report.metrics_table(metrics)
 
 
 def test_model_card_warns_when_the_test_split_chose_the_checkpoint():

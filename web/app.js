@@ -56,9 +56,11 @@ function describeModel(metadata, backend) {
   const metrics = metadata.test_metrics ? ' · test metrics in metadata.json' : '';
   const t = metadata.temperature ?? 1;  // three significant digits: T = 0.65, not 0.6500335445795037
   const temperature = t !== 1 ? `, probabilities calibrated (T = ${Number(t.toPrecision(3))})` : '';
+  const views = metadata.views?.count ?? 1;  // averaged inside the model, which gets one photo
+  const averaged = views > 1 ? `, ${views} orientations of each photo averaged` : '';
   return `Model: run "${metadata.run_name}" (${metadata.date}), ${metadata.classes.length} classes, input `
     + `${metadata.input.size}×${metadata.input.size}, ${metadata.quantization === 'none' ? 'float32'
-      : metadata.quantization} weights, TF.js ${tf.version.tfjs} on ${backend}${temperature}${metrics}.`;
+      : metadata.quantization} weights, TF.js ${tf.version.tfjs} on ${backend}${averaged}${temperature}${metrics}.`;
 }
 
 async function classifyFile(file) {

@@ -3,9 +3,8 @@
 Route (the one that loads in TF.js 4.22 from Keras 3, see shared/ECOSYSTEM.md): an inference-only
 SavedModel whose endpoint calls `model(x, training=False)` (so no augmentation layer runs) on the views of each image
 that notebook 04 chose on validation (metrics.json "tta") and averages them, so the page feeds one photo and gets
-what the report scored; converted to a graph
-model by the `tensorflowjs` converter's Python API in a subprocess (`python -m lib.converter`), which needs no
-TensorFlow Decision Forests and so runs with Colab's TensorFlow as well.
+what the report scored; converted to a graph model by the `tensorflowjs` converter's Python API in a subprocess
+(`python -m lib.converter`), which needs no TensorFlow Decision Forests and so runs with Colab's TensorFlow as well.
 A conversion is written to a temporary folder and renamed into place only when complete, so a killed
 run never leaves a half model that the page would load.
 """
@@ -348,11 +347,13 @@ def compare_probabilities(reference, candidate):
             "top1_agreement": float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1)))}
 
 
-def saved_model_probabilities(saved_model_dir, images):
-    """Probabilities from the exported SavedModel itself (Python side): shows the export kept the model."""
+def saved_model_probabilities(saved_model_dir, images, batch_size=32):
+    """Probabilities from the exported SavedModel itself (Python side): shows the export kept the model. In batches:
+    a model averaging 8 views runs 8x the images inside (512 at once held ~5 GB per MobileNet activation and crashed)."""
     endpoint = tf.saved_model.load(str(saved_model_dir)).signatures[SIGNATURE]
-    outputs = endpoint(images=tf.constant(images, dtype=tf.float32))
-    return next(iter(outputs.values())).numpy()
+    return np.concatenate([next(iter(endpoint(images=tf.constant(images[start:start + batch_size],
+                                                                 dtype=tf.float32)).values())).numpy()
+                           for start in range(0, len(images), batch_size)])
 
 
 def browser_probabilities(tfjs_dir, images, backend="wasm", timeout_seconds=120, images_per_page=PAGE_IMAGES):

@@ -42,17 +42,24 @@ SUBGROUPS = {"age": "age band", "sex": "sex", "localization": "body site", "dx_t
 
 # ---- predictions ------------------------------------------------------------------------------------
 
-def view(images, index):
-    """View `index` (0-7) of images (N, S, S, 3): 0 the image, 1 flipped left-right, 2 upside down, 3 both
-    (a half turn); 4-7 the same after swapping rows and columns (a transpose), which gives the quarter turns.
-    Lesions have no up or left, so all 8 are equally valid pictures of them."""
+def view_steps(index):
+    """How view `index` (0-7) is made, as (transpose, flip left-right, flip upside down), applied in that order:
+    0 the image, 1 flipped left-right, 2 upside down, 3 both (a half turn); 4-7 the same after swapping rows and
+    columns (a transpose), which gives the quarter turns. Lesions have no up or left, so all 8 are equally valid
+    pictures of them."""
     if not 0 <= index < 8:
         raise ValueError(f"view index must be 0-7; got {index}")
-    if index >= 4:
+    return index >= 4, bool(index % 2), index % 4 >= 2
+
+
+def view(images, index):
+    """View `index` (`view_steps`) of images (N, S, S, 3)."""
+    transpose, flip_left_right, flip_upside_down = view_steps(index)
+    if transpose:
         images = images.transpose(0, 2, 1, 3)
-    if index % 2:
+    if flip_left_right:
         images = images[:, :, ::-1]
-    if index % 4 >= 2:
+    if flip_upside_down:
         images = images[:, ::-1]
     return np.ascontiguousarray(images)
 
@@ -283,8 +290,8 @@ def calibrated(split, temperature, tta="off"):
 
 def temperature_scaling(validation_true, validation_probabilities, test_true, test_probabilities):
     """metrics.json's "temperature": T fitted on the validation split's probabilities (what the web page computes:
-    the mean over the chosen views), and the expected calibration error and the negative log-likelihood (what T minimises, so the
-    ECE may rise where it falls) before and after scaling, on validation and on test."""
+    the mean over the chosen views), and the expected calibration error and the negative log-likelihood (what T
+    minimises, so the ECE may rise where it falls) before and after scaling, on validation and on test."""
     value = statistics.fit_temperature(validation_true, validation_probabilities)
     scores = {"fitted_on": "validation", "n": int(len(validation_true))}
     for split, true, probabilities in (("validation", validation_true, validation_probabilities),

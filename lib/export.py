@@ -60,17 +60,19 @@ def check_quantize(quantize):
 def average_over_views(model, images, views=1):
     """`model(x, training=False)` averaged over the first `views` orientations of each image, in TensorFlow ops
     the TF.js converter keeps (Transpose, ReverseV2, ConcatV2, Mean): the graph counterpart of
-    `evaluation.predict_views(...).mean(axis=1)`, in `evaluation.view`'s order. Images must be square."""
+    `evaluation.predict_views(...).mean(axis=1)`, each view made as `evaluation.view_steps` says. Images must be
+    square."""
     if views not in evaluation.TTA_VIEWS.values():
         raise ValueError(f"views must be one of {sorted(evaluation.TTA_VIEWS.values())}; got {views}")
     if views == 1:
         return model(images, training=False)
     oriented = []
     for index in range(views):
-        picture = tf.transpose(images, [0, 2, 1, 3]) if index >= 4 else images
-        if index % 2:
+        transpose, flip_left_right, flip_upside_down = evaluation.view_steps(index)
+        picture = tf.transpose(images, [0, 2, 1, 3]) if transpose else images
+        if flip_left_right:
             picture = tf.reverse(picture, axis=[2])
-        if index % 4 >= 2:
+        if flip_upside_down:
             picture = tf.reverse(picture, axis=[1])
         oriented.append(picture)
     probabilities = model(tf.concat(oriented, axis=0), training=False)
@@ -349,7 +351,8 @@ def compare_probabilities(reference, candidate):
 
 def saved_model_probabilities(saved_model_dir, images, batch_size=32):
     """Probabilities from the exported SavedModel itself (Python side): shows the export kept the model. In batches:
-    a model averaging 8 views runs 8x the images inside (512 at once held ~5 GB per MobileNet activation and crashed)."""
+    a model averaging 8 views runs 8x the images inside (512 at once held ~5 GB per MobileNet activation and
+    crashed)."""
     endpoint = tf.saved_model.load(str(saved_model_dir)).signatures[SIGNATURE]
     return np.concatenate([next(iter(endpoint(images=tf.constant(images[start:start + batch_size],
                                                                  dtype=tf.float32)).values())).numpy()

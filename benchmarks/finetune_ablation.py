@@ -229,7 +229,7 @@ def logistic_regression(run_dir):
 
 def evaluation_rows(run_dir):
     """The evaluation's own choices on validation, from the recipe's first seed (metrics.json): test-time augmentation
-    (balanced accuracy of each set of views) and temperature scaling (ECE before and after)."""
+    (balanced accuracy of each set of views), temperature scaling (ECE before and after) and class biases."""
     from lib import artifacts
 
     metrics = artifacts.read_json(Path(run_dir) / artifacts.METRICS)
@@ -242,7 +242,17 @@ def evaluation_rows(run_dir):
              "balanced accuracy": tta["validation_balanced_accuracy"][tta["chosen"]]},
             {"variant": "temperature", "what": f"+ temperature scaling, T = {temperature['value']:.2f} fitted on "
                                                f"validation (ECE before {temperature['validation_ece_before']:.3f})",
-             "ECE": temperature["validation_ece_after"]}]
+             "ECE": temperature["validation_ece_after"]}, *class_bias_rows(temperature.get("class_bias"))]
+
+
+def class_bias_rows(block):
+    """The class biases' row: held-out validation balanced accuracy without and with them (none when off)."""
+    if not block or not block["cross_validation"]:
+        return []
+    cross_validation = block["cross_validation"]
+    return [{"variant": "class_bias", "what": f"+ class biases fitted on validation, {'' if block['applied'] else 'not '}"
+                                              f"applied (held-out halves: {cross_validation['without']:.3f} without)",
+             "balanced accuracy": cross_validation["with"]}]
 
 
 def run_seeds(outputs, seeds):

@@ -55,6 +55,8 @@ def run_metrics(metrics):
     row["screening_specificity"] = (point.get("specificity") or {}).get("value")
     row["tta"] = (metrics.get("tta") or {}).get("chosen")
     row["temperature"] = (metrics.get("temperature") or {}).get("value")
+    class_bias = (metrics.get("temperature") or {}).get("class_bias")
+    row["class_bias"] = None if class_bias is None else class_bias["applied"]
     row["ece"] = (metrics.get("calibration") or {}).get("ece")
     row["majority_balanced_accuracy"] = ((metrics.get("baselines") or {}).get("majority") or {}).get(
         "balanced_accuracy")

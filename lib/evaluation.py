@@ -1,11 +1,11 @@
 """Evaluate a trained classifier: predictions on any list of images (with test-time augmentation views),
-scikit-learn metrics beside baselines, with bootstrap intervals, a temperature fitted on validation, the screening
-operating point, the out-of-distribution cut-off, results per subgroup, and Grad-CAM heat maps. The statistics
+scikit-learn metrics beside baselines, with bootstrap intervals, a temperature and class biases fitted on validation,
+the screening operating point, the out-of-distribution cut-off, results per subgroup, and Grad-CAM heat maps. The statistics
 live in `statistics.py`, figures in `plots.py`, files in `report.py`.
 
 What the web page runs is the model on the views of the photo that validation chose (one, the 4 flips or all 8
-right-angle views, averaged inside the exported model), its probabilities calibrated by the temperature: `evaluate`
-reports exactly that as the headline, and one view beside it.
+right-angle views, averaged inside the exported model), its probabilities calibrated by the temperature and, where
+validation asked for them, the class biases: `evaluate` reports exactly that as the headline, and one view beside it.
 """
 
 import dataclasses
@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skmetrics
 from sklearn.dummy import DummyClassifier
+from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import label_binarize
 
 from lib import inputs, registry, statistics
@@ -30,6 +31,9 @@ HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "top
 TTA_VIEWS = {"off": 1, "flips": 4, "dihedral": 8}
 # Below this share of validation images' top probability, an input is "unlike the training data" (web page).
 OOD_QUANTILE = 0.05
+# How `class_bias: auto` decides: the biases are fitted on one half of the validation images and scored on the
+# other, both ways, over this many random halvings (the fit takes milliseconds; one halving is noisy).
+CLASS_BIAS_FOLDS, CLASS_BIAS_REPEATS = 2, 10
 # Subgroups smaller than this are flagged: one image more or less moves their balanced accuracy by several points,
 # and fewer melanomas than SMALL_GROUP_MELANOMAS make a sensitivity whose 95% interval spans 0.3 or more.
 SMALL_GROUP_IMAGES = 30
@@ -282,10 +286,65 @@ def test_set_fingerprint(image_ids):
 
 def calibrated(split, temperature, tta="off"):
     """(N, C) probabilities of a `SplitPredictions` (the mean over the views of `tta`) scaled by the temperature
-    block of metrics.json (unchanged when it is None)."""
+    block of metrics.json, and shifted by its class biases where applied (unchanged when it is None)."""
     probabilities = split.probabilities(tta)
-    return probabilities if temperature is None else statistics.apply_temperature(probabilities,
-                                                                                   temperature["value"])
+    return probabilities if temperature is None else statistics.apply_temperature(
+        probabilities, temperature["value"], applied_class_bias(temperature))
+
+
+def applied_class_bias(temperature):
+    """The class biases (C,) of a temperature block that applies them, else None."""
+    block = (temperature or {}).get("class_bias")
+    return np.array(list(block["bias"].values())) if block and block["applied"] else None
+
+
+def class_bias_weights(true_indices, class_names, class_weight=None):
+    """(C,) weight of each class's images in `statistics.fit_class_bias`: n / (C * count), so that each class
+    weighs the same (balanced accuracy's view), times train.class_weight's factor for the class where it is a
+    mapping (a class the recipe chose to weigh more in training, as melanoma, keeps that emphasis); 0 for a class
+    without images."""
+    counts = np.bincount(true_indices, minlength=len(class_names))
+    weights = np.where(counts > 0, len(true_indices) / (len(class_names) * np.maximum(counts, 1)), 0.0)
+    if isinstance(class_weight, dict):
+        weights = weights * np.array([float(class_weight.get(name, 1.0)) for name in class_names])
+    return weights
+
+
+def class_bias_cross_validation(true_indices, probabilities, weights, seed=0):
+    """{"folds", "repeats", "without", "with"}: the balanced accuracy of held-out validation images without and
+    with class biases fitted on the rest (CLASS_BIAS_FOLDS stratified folds, CLASS_BIAS_REPEATS shuffles), the
+    mean over all; None when a class has fewer images than folds."""
+    true_indices = np.asarray(true_indices)
+    if np.bincount(true_indices)[np.unique(true_indices)].min() < CLASS_BIAS_FOLDS:
+        return None
+    scores = {"without": [], "with": []}
+    logits = np.log(np.maximum(probabilities, np.finfo(np.float32).tiny))
+    for repeat in range(CLASS_BIAS_REPEATS):
+        folds = StratifiedKFold(CLASS_BIAS_FOLDS, shuffle=True, random_state=seed + repeat)
+        for fitted, held_out in folds.split(probabilities, true_indices):
+            bias = statistics.fit_class_bias(true_indices[fitted], probabilities[fitted], weights)
+            for name, scores_of in (("without", logits[held_out]), ("with", logits[held_out] + bias)):
+                scores[name].append(skmetrics.balanced_accuracy_score(true_indices[held_out],
+                                                                      scores_of.argmax(axis=1)))
+    return {"folds": CLASS_BIAS_FOLDS, "repeats": CLASS_BIAS_REPEATS,
+            **{name: float(np.mean(values)) for name, values in scores.items()}}
+
+
+def choose_class_bias(mode, validation_true, validation_probabilities, class_names, class_weight=None):
+    """The temperature block's "class_bias", None for mode off: {"mode", "applied", "bias" {class: b}, "weights"
+    {class: w}, "cross_validation"}. The biases are fitted on all validation images (already temperature-scaled)
+    with `class_bias_weights`; "on" applies them, "auto" only when they raise held-out validation balanced
+    accuracy (`class_bias_cross_validation`; not with too few images of a class to tell)."""
+    if mode == "off":
+        return None
+    validation_true = np.asarray(validation_true)
+    weights = class_bias_weights(validation_true, class_names, class_weight)
+    bias = statistics.fit_class_bias(validation_true, validation_probabilities, weights)
+    cross_validation = class_bias_cross_validation(validation_true, validation_probabilities, weights)
+    applied = mode == "on" or (cross_validation is not None
+                               and cross_validation["with"] > cross_validation["without"])
+    return {"mode": mode, "applied": bool(applied), "bias": dict(zip(class_names, map(float, bias))),
+            "weights": dict(zip(class_names, map(float, weights))), "cross_validation": cross_validation}
 
 
 def temperature_scaling(validation_true, validation_probabilities, test_true, test_probabilities):
@@ -458,10 +517,12 @@ def _number(value):
 
 
 def evaluate(test, validation, class_names, train_labels, tta="off", n_resamples=1000, target_sensitivity=0.85,
-             seed=42, bootstrap_seed=42):
+             seed=42, bootstrap_seed=42, class_bias="off", class_weight=None):
     """The content of metrics.json for `SplitPredictions` of the test and validation splits (validation may be
     None). The headline describes what the web page runs: the views `tta` takes on validation (`choose_tta`),
-    averaged, probabilities scaled by the temperature fitted on validation to those averages. Keys: classes,
+    averaged, probabilities scaled by the temperature fitted on validation to those averages, then shifted by the
+    class biases `class_bias` takes there (`choose_class_bias`, weighing the classes as train.class_weight
+    `class_weight` did). Keys: classes,
     test_set, the `compute_metrics` keys, baselines (fitted on `train_labels`, seeded by `seed`), validation
     (headline on validation), temperature, operating_point, ood, bootstrap (`n_resamples` resamples of whole lesions
     drawn with `bootstrap_seed`; None for 0), tta and subgroups."""
@@ -474,6 +535,10 @@ def evaluate(test, validation, class_names, train_labels, tta="off", n_resamples
     validation_true = None if validation is None else label_indices(validation.rows["label"], class_names)
     temperature = None if validation is None else temperature_scaling(
         validation_true, validation.probabilities(views), test_true, test.probabilities(views))
+    if temperature is not None:
+        temperature["class_bias"] = choose_class_bias(class_bias, validation_true,
+                                                      calibrated(validation, temperature, views), class_names,
+                                                      class_weight)
     test_probabilities = calibrated(test, temperature, views)
     metrics = {"classes": list(class_names), "test_set": test_set_fingerprint(test.rows["image_id"]),
                **compute_metrics(test.rows["label"], test_probabilities, class_names)}

@@ -167,7 +167,7 @@ def convert_saved_model(saved_model_dir, output_dir, quantize="none", timeout_se
 def build_metadata(classes, image_size, run_name, quantize, metrics=None, resize_mode="squash", date=None,
                    input_check=None):
     """The page's metadata.json content: classes (order = model outputs), input, run, metrics, disclaimer,
-    the views the model averages ("views", see `views_key`), and the page's checks: "temperature",
+    the views the model averages ("views", see `views_key`), and the page's checks: "temperature", "class_bias",
     "operating_point", "ood" (from `metrics`, see `calibration_keys`)
     and "input_check" (`input_check`, made by `input_statistics`; None when the run has no training images).
 
@@ -192,7 +192,8 @@ def build_metadata(classes, image_size, run_name, quantize, metrics=None, resize
 
 def calibration_keys(metrics, class_names):
     """metadata.json's "temperature" (T; the page shows p_i^(1/T) / sum_j p_j^(1/T); 1.0 when notebook 04 fitted
-    none), "operating_point" ({"class", "threshold", "target_sensitivity"}: the page flags a photo whose calibrated
+    none), "class_bias" (log biases b in class order, or None: the page shows p_i^(1/T) e^b_i / sum_j p_j^(1/T) e^b_j
+    where notebook 04 applied them), "operating_point" ({"class", "threshold", "target_sensitivity"}: the page flags a photo whose calibrated
     probability of that class is >= threshold) and "ood" ({"score", "threshold", "fitted_on", "quantile"}: the page
     calls the model unsure when the calibrated top probability is below threshold), from metrics.json's keys of the
     same names; both None when absent."""
@@ -207,7 +208,14 @@ def calibration_keys(metrics, class_names):
     ood = _metrics_section(metrics, "ood", ("score", "threshold", "fitted_on", "quantile"))
     if ood and ood["score"] != "max_probability":
         raise ExportError(f"metrics.json ood.score is {ood['score']!r}; the page implements only 'max_probability'")
-    return {"temperature": temperature, "operating_point": operating_point, "ood": ood}
+    block = (metrics.get("temperature") or {}).get("class_bias")
+    class_bias = None
+    if block and block["applied"]:
+        if list(block["bias"]) != list(class_names):
+            raise ExportError(f"metrics.json temperature.class_bias is for the classes {list(block['bias'])}, the "
+                              f"model's are {class_names} (rerun 04_evaluate)")
+        class_bias = [float(value) for value in block["bias"].values()]
+    return {"temperature": temperature, "class_bias": class_bias, "operating_point": operating_point, "ood": ood}
 
 
 def _metrics_section(metrics, name, keys):

@@ -171,6 +171,11 @@ class EvaluateParams:
     # dihedral (the 8 right-angle views), auto (the one with the higher validation balanced accuracy); true means
     # flips, as it did before the choices
     tta: str = field(default="off", metadata=choice(*registry.TTA_MODES, booleans={True: "flips", False: "off"}))
+    # after the temperature, one log-probability bias per class fitted on validation so that every class weighs the
+    # same (times train.class_weight's factors): off, on, auto (where it raises balanced accuracy on held-out
+    # halves of the validation split). It moves the argmax toward the rare classes the training mix under-served
+    class_bias: str = field(default="off", metadata=choice(*registry.CLASS_BIAS_MODES,
+                                                           booleans={True: "on", False: "off"}))
     # resamples of the test set (whole lesions) behind each 95% interval; 0: no intervals. All are held at once:
     # 10,000 resamples of 1,500 test images take about 0.5 GB
     bootstrap: int = field(default=1000, metadata=bounded(0, 10_000))

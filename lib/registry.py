@@ -52,3 +52,6 @@ BROWSER_PARITY = ("auto", "on", "off")  # auto: measured in Chromium when it is 
 # test-time augmentation in evaluation: the image alone, its 4 flips, all 8 right-angle views, or whichever of these
 # scores the higher balanced accuracy on the validation split
 TTA_MODES = ("off", "flips", "dihedral", "auto")
+# per-class biases of the probabilities, fitted on validation for balanced accuracy: never, always, or where they
+# raise it on held-out halves of the validation split
+CLASS_BIAS_MODES = ("off", "on", "auto")

@@ -244,7 +244,26 @@ def calibration_lines(metrics):
         "| | ECE before | ECE after | negative log-likelihood before | after |", "|---|---|---|---|---|",
         *[f"| {label} | {number(temperature[f'{split}_ece_before'])} | {number(temperature[f'{split}_ece_after'])} | "
           f"{number(temperature.get(f'{split}_nll_before'))} | {number(temperature.get(f'{split}_nll_after'))} |"
-          for split, label in (("validation", "validation (fitted here)"), ("test", "test"))], ""]
+          for split, label in (("validation", "validation (fitted here)"), ("test", "test"))], "",
+        *class_bias_lines(temperature.get("class_bias"))]
+
+
+def class_bias_lines(block):
+    """report.md's lines on the class biases (`evaluation.choose_class_bias`): whether they are applied, why, and
+    their values; none when evaluate.class_bias is off."""
+    if not block:
+        return []
+    cross_validation = block["cross_validation"]
+    held_out = ("" if cross_validation is None else
+                f" Validation balanced accuracy of held-out halves (biases fitted on the other half, "
+                f"{cross_validation['repeats']} random halvings): {cross_validation['without']:.3f} without, "
+                f"{cross_validation['with']:.3f} with.")
+    verdict = ("applied: every prediction, probability and threshold here, and the web page's, include them"
+               if block["applied"] else "not applied (they did not raise it)")
+    values = ", ".join(f"{name} {value:+.2f}" for name, value in block["bias"].items())
+    return [f"Class biases (`evaluate.class_bias: {block['mode']}`), fitted on validation after T so that each class "
+            f"weighs the same (times train.class_weight's factors), {verdict}.{held_out} Log-probability biases: "
+            f"{values}.", ""]
 
 
 def tta_lines(metrics):

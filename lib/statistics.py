@@ -1,5 +1,5 @@
 """The statistics behind honest numbers on a small test split: bootstrap confidence intervals that resample whole
-lesions, temperature scaling, the decision threshold that reaches a target sensitivity, and the cut-off below which
+lesions, temperature scaling, class biases fitted for balanced accuracy, the decision threshold that reaches a target sensitivity, and the cut-off below which
 an input looks unlike the data the model was fitted on.
 
 Everything here takes plain arrays (integer class indices, probabilities (N, C)) and returns numbers, so it is
@@ -17,6 +17,9 @@ from sklearn import metrics as skmetrics
 # Bounds of the temperature search: outside them the model's probabilities carry almost no ranking information
 # (T > 20) or are sharpened far beyond anything a network produces (T < 0.05).
 TEMPERATURE_BOUNDS = (0.05, 20.0)
+# Bounds of each class's log-probability bias: e^5 ~ 150x, beyond any correction of a class's prior (HAM10000's
+# largest class is 72x its smallest); without a bound a class with no errors left would be pushed without limit.
+CLASS_BIAS_BOUND = 5.0
 
 
 # ---- bootstrap resamples ------------------------------------------------------------------------------
@@ -147,15 +150,16 @@ def bootstrap(true_indices, probabilities, weights, auc_positive_index=None, scr
 
 # ---- temperature scaling ------------------------------------------------------------------------------
 
-def apply_temperature(probabilities, temperature):
-    """softmax(log p / T) of each row: T > 1 softens the probabilities, T < 1 sharpens them, the ranking of the
-    classes (hence every argmax metric) stays. Equal to p^(1/T) / sum(p^(1/T)), what the web page computes; a
-    probability of exactly 0 stays 0. For a sigmoid-output model this also makes each row sum to 1."""
+def apply_temperature(probabilities, temperature, class_bias=None):
+    """softmax(log p / T + b) of each row: T > 1 softens the probabilities, T < 1 sharpens them, the ranking of the
+    classes (hence every argmax metric) stays; the optional per-class log biases b (`fit_class_bias`) shift it.
+    Equal to p^(1/T) e^b / sum(p^(1/T) e^b), what the web page computes; a probability of exactly 0 stays 0. For a
+    sigmoid-output model this also makes each row sum to 1."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0; got {temperature}")
     with np.errstate(divide="ignore"):
-        logits = np.log(np.asarray(probabilities, dtype=np.float64))
-    return special.softmax(logits / temperature, axis=1)
+        logits = np.log(np.asarray(probabilities, dtype=np.float64)) / temperature
+    return special.softmax(logits if class_bias is None else logits + np.asarray(class_bias), axis=1)
 
 
 def negative_log_likelihood(true_indices, probabilities, temperature):
@@ -179,6 +183,39 @@ def fit_temperature(true_indices, probabilities):
                                                                             np.exp(log_t)),
                                       bounds=(low, high), method="bounded", options={"xatol": 1e-4})
     return float(np.exp(result.x))
+
+
+def fit_class_bias(true_indices, probabilities, class_weights):
+    """Per-class biases b (C,) added to log p that minimise the negative log-likelihood with each image weighted by
+    `class_weights`[its class] (C,), for the classes with images; the others keep 0, and b is centred on them.
+    With weights n / (C * count), every class weighs the same, so the probabilities become those of a world where
+    the classes are equally likely, and their argmax aims at balanced accuracy (mean recall): a classifier whose
+    training over- or under-weighted a class (balanced batches still differ from the validation split's mix, a
+    loss weight shifts a class on purpose) gets its decision rule re-fitted with a handful of numbers (Menon et al.
+    2021, "Long-tail learning via logit adjustment", fitted here rather than set from the priors)."""
+    true_indices = np.asarray(true_indices)
+    logits = np.log(np.maximum(np.asarray(probabilities, dtype=np.float64), np.finfo(np.float32).tiny))
+    n_classes = logits.shape[1]
+    present = np.bincount(true_indices, minlength=n_classes) > 0
+    if len(true_indices) == 0:
+        raise ValueError("fit_class_bias needs at least one labelled image")
+    image_weights = np.asarray(class_weights, dtype=np.float64)[true_indices]
+    image_weights = image_weights / image_weights.sum()
+    onehot = np.eye(n_classes)[true_indices]
+
+    def loss_and_gradient(free):
+        bias = np.zeros(n_classes)
+        bias[present] = free
+        log_probabilities = special.log_softmax(logits + bias, axis=1)
+        loss = -np.sum(image_weights * log_probabilities[np.arange(len(true_indices)), true_indices])
+        gradient = image_weights @ (np.exp(log_probabilities) - onehot)
+        return loss, gradient[present]
+
+    result = optimize.minimize(loss_and_gradient, np.zeros(int(present.sum())), jac=True, method="L-BFGS-B",
+                               bounds=[(-CLASS_BIAS_BOUND, CLASS_BIAS_BOUND)] * int(present.sum()))
+    bias = np.zeros(n_classes)
+    bias[present] = result.x - result.x.mean()
+    return bias
 
 
 # ---- the screening threshold and the out-of-distribution cut-off --------------------------------------

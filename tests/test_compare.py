@@ -114,14 +114,15 @@ def test_intervals_and_the_screening_operating_point_are_columns(tmp_path):
     metrics = {**METRICS, "bootstrap": {"intervals": {"balanced_accuracy": [0.55, 0.651], "roc_auc": None}},
                "operating_point": {"test": {"sensitivity": {"value": 0.86, "ci": [0.7, 0.95]},
                                             "specificity": {"value": 0.6, "ci": [0.5, 0.7]}}},
-               "validation": {"balanced_accuracy": 0.66}, "temperature": {"value": 1.4}, "tta": {"chosen": "flips"}}
+               "validation": {"balanced_accuracy": 0.66}, "temperature": {"value": 1.4, "class_bias": {"applied": True}},
+               "tta": {"chosen": "flips"}}
     make_run(tmp_path, "demo", "small_cnn", 0.002, metrics=metrics)
 
     row = compare.compare_runs(tmp_path).iloc[0]
 
     assert row["balanced_accuracy_ci"] == "0.55-0.65" and row["roc_auc_ci"] is None
     assert row["screening_sensitivity"] == 0.86 and row["val_balanced_accuracy"] == 0.66
-    assert row["temperature"] == 1.4 and row["tta"] == "flips"
+    assert row["temperature"] == 1.4 and row["tta"] == "flips" and row["class_bias"].item() is True
 
 
 def test_sweep_aggregate_is_the_mean_and_sample_deviation_of_its_complete_runs(tmp_path):

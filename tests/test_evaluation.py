@@ -269,7 +269,8 @@ def test_metrics_json_carries_what_the_web_page_reads():
     metrics = evaluate(predicted_split(300, "t", seed=1), predicted_split(300, "v", seed=2), n_resamples=200)
 
     temperature, point, ood = metrics["temperature"], metrics["operating_point"], metrics["ood"]
-    assert set(temperature) == {"value", "fitted_on", "n", *(f"{split}_{score}_{when}" for split in ("validation", "test")
+    assert set(temperature) == {"value", "fitted_on", "n", "class_bias",
+                                *(f"{split}_{score}_{when}" for split in ("validation", "test")
                                                             for score in ("ece", "nll") for when in ("before", "after"))}
     assert temperature["value"] > 1 and temperature["fitted_on"] == "validation" and temperature["n"] == 300
     assert set(point) == {"class", "threshold", "target_sensitivity", "validation", "test"}
@@ -421,6 +422,67 @@ def test_auto_tta_weighs_one_view_by_its_mean_over_the_orientations_not_the_one_
     assert len(orientations["test"]) == 8
     assert orientations["test"][0] == pytest.approx(skmetrics.balanced_accuracy_score(test_true,
                                                                                       test.views[:, 0].argmax(axis=1)))
+
+
+# HAM10000's class mix, and a model that over-answers nv and under-answers the rare classes by these log factors
+HAM_SHARES = np.array([0.03, 0.05, 0.11, 0.01, 0.11, 0.67, 0.02])
+SKEW = np.array([-0.5, 0.0, 0.3, -1.5, 0.0, 1.5, -1.0])
+
+
+def skewed_split(n_images, prefix, seed, skew=SKEW):
+    """SplitPredictions of `n_images` images in HAM10000's class mix, from a model whose log-probabilities are
+    the true class's evidence plus `skew`: calibrated for balanced accuracy only after removing the skew."""
+    rng = np.random.default_rng(seed)
+    true = rng.choice(len(HAM), n_images, p=HAM_SHARES)
+    logits = rng.normal(0.0, 1.0, (n_images, len(HAM)))
+    logits[np.arange(n_images), true] += 2.0
+    probabilities = np.exp(logits + skew) / np.exp(logits + skew).sum(1, keepdims=True)
+    rows = pd.DataFrame({"image_id": [f"{prefix}{index}" for index in range(n_images)],
+                         "label": [HAM[index] for index in true],
+                         "lesion_id": [f"{prefix}-lesion{index}" for index in range(n_images)]})
+    return evaluation.SplitPredictions(rows, probabilities[:, None])
+
+
+def test_class_biases_fitted_on_validation_undo_the_skew_and_raise_test_balanced_accuracy():
+    test, validation = skewed_split(3000, "t", seed=11), skewed_split(3000, "v", seed=12)
+
+    plain = evaluate(test, validation, n_resamples=0)
+    biased = evaluate(test, validation, n_resamples=0, class_bias="auto")
+
+    block = biased["temperature"]["class_bias"]
+    assert plain["temperature"]["class_bias"] is None
+    assert block["applied"] and block["cross_validation"]["with"] > block["cross_validation"]["without"] + 0.05
+    bias = np.array(list(block["bias"].values()))
+    assert bias == pytest.approx((-SKEW - np.mean(-SKEW)) / biased["temperature"]["value"], abs=0.25)
+    assert biased["balanced_accuracy"] > plain["balanced_accuracy"] + 0.05
+    assert biased["per_class"]["df"]["recall"] > plain["per_class"]["df"]["recall"]
+    # every figure, the threshold and the cut-off included, comes from the biased probabilities the page shows
+    shifted = evaluation.calibrated(validation, biased["temperature"])
+    assert shifted == pytest.approx(statistics.apply_temperature(
+        validation.views[:, 0], biased["temperature"]["value"], bias))
+    assert biased["ood"]["threshold"] == pytest.approx(np.quantile(shifted.max(1), 0.05), abs=1e-6)
+
+
+def test_class_bias_on_applies_it_and_auto_needs_every_class_twice_to_decide():
+    test, validation = skewed_split(400, "t", seed=13), skewed_split(400, "v", seed=14)
+    assert evaluate(test, validation, n_resamples=0, class_bias="on")["temperature"]["class_bias"]["applied"]
+
+    rows = validation.rows.copy()
+    lone = rows.index[rows["label"] == "df"]
+    rows.loc[lone[1:], "label"] = "nv"  # one df image left: no two halves can both hold one
+    one_df = evaluation.SplitPredictions(rows, validation.views)
+    block = evaluate(test, one_df, n_resamples=0, class_bias="auto")["temperature"]["class_bias"]
+    assert block["cross_validation"] is None and not block["applied"]
+
+
+def test_class_bias_weights_balance_the_classes_and_keep_the_training_emphasis():
+    true = np.array([0, 0, 0, 1, 2, 2])
+
+    weights = evaluation.class_bias_weights(true, ["a", "b", "c", "d"], {"c": 1.5})
+
+    # n / (C * count): 6 / (4 * 3), 6 / 4, 6 / 8 * 1.5, and d has no images
+    assert weights == pytest.approx([0.5, 1.5, 1.125, 0.0])
+    assert evaluation.class_bias_weights(true, ["a", "b", "c", "d"], "balanced") == pytest.approx([0.5, 1.5, 0.75, 0])
 
 
 def test_without_validation_nothing_is_fitted_and_a_note_says_why():

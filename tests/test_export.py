@@ -276,6 +276,19 @@ def test_input_statistics_come_from_a_deterministic_sample_of_training_images_on
     assert capped["images"] == 10 and capped == export.input_statistics(run_dir, max_images=10)
 
 
+def test_metadata_carries_the_class_biases_in_class_order_only_where_notebook_04_applied_them():
+    bias = dict(zip(CLASSES["classes"], (0.5, -0.2, -0.3)))
+    block = {"mode": "auto", "applied": True, "bias": bias}
+    metrics = {"temperature": {"value": 0.8, "class_bias": block}}
+
+    assert export.build_metadata(CLASSES, IMAGE_SIZE, "run", "none", metrics)["class_bias"] == [0.5, -0.2, -0.3]
+    refused = {"temperature": {"value": 0.8, "class_bias": {**block, "applied": False}}}
+    assert export.build_metadata(CLASSES, IMAGE_SIZE, "run", "none", refused)["class_bias"] is None
+    reordered = {"temperature": {"value": 0.8, "class_bias": {**block, "bias": dict(reversed(bias.items()))}}}
+    with pytest.raises(ExportError, match="class_bias is for the classes"):
+        export.build_metadata(CLASSES, IMAGE_SIZE, "run", "none", reordered)
+
+
 def test_input_statistics_are_none_without_training_images(tmp_path):
     assert export.input_statistics(write_statistics_run(tmp_path, [], test_color=(1, 2, 3))) is None
 
@@ -288,8 +301,10 @@ def test_metadata_carries_calibration_keys_from_metrics_and_defaults_without_the
     assert metadata["temperature"] == 1.7 and metadata["input_check"] == {"ranges": {}}
     assert metadata["operating_point"] == {"class": "mel", "threshold": 0.31, "target_sensitivity": 0.85}
     assert metadata["ood"]["threshold"] == 0.42 and metadata["ood"]["quantile"] == 0.05
+    assert metadata["class_bias"] is None  # evaluate.class_bias off
     plain = export.build_metadata(CLASSES, IMAGE_SIZE, "run", "none", {"test": {}})
-    assert [plain[key] for key in ("temperature", "operating_point", "ood", "input_check")] == [1.0, None, None, None]
+    assert [plain[key] for key in ("temperature", "class_bias", "operating_point", "ood", "input_check")] == [
+        1.0, None, None, None, None]
     with pytest.raises(ExportError, match="'akiec' is not one of"):
         export.build_metadata(CLASSES, IMAGE_SIZE, "run", "none", {"operating_point": {
             "class": "akiec", "threshold": 0.3, "target_sensitivity": 0.85}})

@@ -106,6 +106,22 @@ def test_tta_section_gives_the_spread_of_one_view_over_the_orientations():
     assert "orientations" not in "\n".join(report.tta_lines({"tta": {**tta, "orientations": {"validation": None}}}))
 
 
+def test_calibration_section_says_whether_the_class_biases_apply_and_why():
+    block = {"mode": "auto", "applied": True, "bias": {"benign": -0.25, "malignant": 0.25},
+             "weights": {"benign": 0.6, "malignant": 3.0},
+             "cross_validation": {"folds": 2, "repeats": 10, "without": 0.71, "with": 0.74}}
+    metrics = summary()
+
+    text = "\n".join(report.calibration_lines({**metrics, "temperature": {**metrics["temperature"],
+                                                                        "class_bias": block}}))
+
+    assert "Class biases (`evaluate.class_bias: auto`)" in text and "applied: every prediction" in text
+    assert "0.710 without, 0.740 with" in text and "benign -0.25, malignant +0.25" in text
+    refused = {**block, "applied": False, "cross_validation": {**block["cross_validation"], "with": 0.70}}
+    assert "not applied" in "\n".join(report.class_bias_lines(refused))
+    assert "Class biases" not in "\n".join(report.calibration_lines(metrics))  # class_bias: off
+
+
 def test_metrics_table_gives_one_view_beside_a_model_that_averages_views():
     metrics = summary()
     one_view = {**metrics, "tta": {**metrics["tta"], "one_view": {**metrics, "balanced_accuracy": 0.123}}}

@@ -133,6 +133,42 @@ def test_temperature_changes_no_prediction_and_is_the_web_page_formula():
         statistics.apply_temperature(probabilities, 0.0)
 
 
+def shifted_predictions(n_images, shift, seed=0):
+    """(true indices, probabilities) of 4 equally frequent classes from a model whose log-probabilities are off
+    by `shift`, a class prior it wrongly learned."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, 4, n_images)
+    logits = rng.normal(0.0, 1.0, (n_images, 4))
+    logits[np.arange(n_images), true] += 1.5
+    shifted = np.exp(logits + shift)
+    return true, shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def test_class_bias_recovers_a_shifted_prior_and_raises_balanced_accuracy():
+    shift = np.array([1.0, 0.0, -0.5, -0.5])
+    true, probabilities = shifted_predictions(8000, shift)
+
+    bias = statistics.fit_class_bias(true, probabilities, np.ones(4))
+
+    assert bias == pytest.approx(-shift - np.mean(-shift), abs=0.08)
+    assert bias.sum() == pytest.approx(0.0, abs=1e-9)
+    before = skmetrics.balanced_accuracy_score(true, probabilities.argmax(1))
+    after = skmetrics.balanced_accuracy_score(true, statistics.apply_temperature(probabilities, 1.0, bias).argmax(1))
+    assert after > before + 0.03
+
+
+def test_class_bias_leaves_a_class_without_images_alone_and_is_the_web_page_formula():
+    true, probabilities = shifted_predictions(400, np.zeros(4), seed=1)
+    present = true != 3
+
+    bias = statistics.fit_class_bias(true[present], probabilities[present], np.array([1.0, 1.0, 1.0, 0.0]))
+
+    assert bias[3] == 0.0 and np.abs(bias).max() < statistics.CLASS_BIAS_BOUND
+    page = probabilities ** (1 / 0.8) * np.exp(bias)
+    assert statistics.apply_temperature(probabilities, 0.8, bias) == pytest.approx(
+        page / page.sum(axis=1, keepdims=True))
+
+
 def test_threshold_flags_the_fewest_images_that_reach_the_target_sensitivity():
     rng = np.random.default_rng(7)
     positive = np.arange(200) < 40

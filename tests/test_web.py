@@ -20,7 +20,9 @@ from tests import runfolders  # noqa: E402
 CLASSES = runfolders.classes_info()
 
 TEMPERATURE = 2.0  # a visible calibration: the page must show p^(1/T) / sum, not the model's softmax
-NEW_METADATA_KEYS = ("temperature", "operating_point", "ood", "input_check")
+# class biases large enough to reorder classes: the page must show p^(1/T) e^b / sum
+CLASS_BIAS = dict(zip(CLASSES["classes"], (0.6, -0.5, 0.3), strict=True))
+NEW_METADATA_KEYS = ("temperature", "class_bias", "operating_point", "ood", "input_check")
 HEADER_BOMBS = ("jpeg", "webp-lossy", "webp-lossless", "webp-extended", "gif", "bmp", "png")
 FORMATS = ("jpeg", "webp-lossy", "webp-lossless", "webp-extended", "gif", "bmp")
 # The page refuses a decompression bomb within this from its choice: from the header, it takes ~10 ms; decoding it
@@ -31,8 +33,8 @@ REFUSAL_MS = 1500
 MAX_FRAME_GAP_MS = 300
 
 
-def calibrate(probabilities, temperature):
-    scaled = np.asarray(probabilities, dtype=np.float64) ** (1 / temperature)
+def calibrate(probabilities, temperature, class_bias=CLASS_BIAS):
+    scaled = np.asarray(probabilities, dtype=np.float64) ** (1 / temperature) * np.exp(list(class_bias.values()))
     return scaled / scaled.sum(axis=-1, keepdims=True)
 
 
@@ -62,7 +64,8 @@ def write_metrics(run_dir, test_probabilities):
     assert mel.max() - mel.min() > 0.1 and top.max() - top.min() > 0.1, (mel, top)
     (run_dir / "metrics.json").write_text(json.dumps({
         "test": {"accuracy": 0.9},
-        "temperature": {"value": TEMPERATURE, "fitted_on": "validation"},
+        "temperature": {"value": TEMPERATURE, "fitted_on": "validation",
+                        "class_bias": {"mode": "on", "applied": True, "bias": CLASS_BIAS}},
         "operating_point": {"class": "mel", "threshold": float(mel.max() + mel.min()) / 2, "target_sensitivity": 0.85},
         "ood": {"score": "max_probability", "threshold": float(top.max() + top.min()) / 2, "fitted_on": "validation",
                 "quantile": 0.05}}))
@@ -234,7 +237,7 @@ def test_page_loads_the_run_model_and_shows_the_disclaimer(page_session):
     loaded = page_session["result"]["loaded"]
     assert loaded["state"] == "ready", loaded
     assert "web-test" in loaded["modelInfo"] and "wasm" in loaded["modelInfo"]
-    assert f"T = {TEMPERATURE:g}" in loaded["modelInfo"]
+    assert f"T = {TEMPERATURE:g}" in loaded["modelInfo"] and "class biases" in loaded["modelInfo"]
     assert "not a diagnosis" in loaded["disclaimer"]
 
 
@@ -391,6 +394,7 @@ def test_metadata_input_check_is_fitted_on_the_training_images(page_session):
     train_images = len(artifacts.read_manifest(page_session["run_dir"], split="train"))
     assert check["fitted_on"] == "train" and check["images"] == train_images
     assert page_session["metadata"]["temperature"] == TEMPERATURE
+    assert page_session["metadata"]["class_bias"] == list(CLASS_BIAS.values())
 
 
 def test_no_request_leaves_the_origin(page_session):

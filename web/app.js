@@ -56,11 +56,12 @@ function describeModel(metadata, backend) {
   const metrics = metadata.test_metrics ? ' · test metrics in metadata.json' : '';
   const t = metadata.temperature ?? 1;  // three significant digits: T = 0.65, not 0.6500335445795037
   const temperature = t !== 1 ? `, probabilities calibrated (T = ${Number(t.toPrecision(3))})` : '';
+  const biases = metadata.class_bias ? ', class biases fitted on validation' : '';
   const views = metadata.views?.count ?? 1;  // averaged inside the model, which gets one photo
   const averaged = views > 1 ? `, ${views} orientations of each photo averaged` : '';
   return `Model: run "${metadata.run_name}" (${metadata.date}), ${metadata.classes.length} classes, input `
     + `${metadata.input.size}×${metadata.input.size}, ${metadata.quantization === 'none' ? 'float32'
-      : metadata.quantization} weights, TF.js ${tf.version.tfjs} on ${backend}${averaged}${temperature}${metrics}.`;
+      : metadata.quantization} weights, TF.js ${tf.version.tfjs} on ${backend}${averaged}${temperature}${biases}${metrics}.`;
 }
 
 async function classifyFile(file) {
@@ -145,7 +146,7 @@ function explainUniform(file) {
 
 function showResult(name, decoded, probabilities, statistics) {
   const { metadata } = state;
-  const calibrated = checks.calibrate(probabilities, metadata.temperature ?? 1);
+  const calibrated = checks.calibrate(probabilities, metadata.temperature ?? 1, metadata.class_bias);
   drawPreview(decoded);
   showRanking(probabilities, calibrated);
   showScreeningFlag(checks.screeningFlag(calibrated, metadata));

@@ -34,10 +34,11 @@ export function formatMegapixels(pixels) {
   return `${Math.round(pixels / 1e6)} megapixels`;
 }
 
-// Temperature scaling of softmax outputs: p_i^(1/T) / sum_j p_j^(1/T) (T = 1 leaves them as they are).
-export function calibrate(probabilities, temperature = 1) {
-  if (temperature === 1) return Array.from(probabilities);
-  const scaled = Array.from(probabilities, (p) => p ** (1 / temperature));
+// Temperature scaling of softmax outputs, then the class biases b fitted on validation (metadata.class_bias, or
+// null): p_i^(1/T) e^b_i / sum_j p_j^(1/T) e^b_j (T = 1 and no biases leave them as they are).
+export function calibrate(probabilities, temperature = 1, classBias = null) {
+  if (temperature === 1 && !classBias) return Array.from(probabilities);
+  const scaled = Array.from(probabilities, (p, index) => p ** (1 / temperature) * Math.exp(classBias?.[index] ?? 0));
   const total = scaled.reduce((sum, value) => sum + value, 0);
   return scaled.map((value) => value / total);
 }

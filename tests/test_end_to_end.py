@@ -127,6 +127,18 @@ def test_a_run_name_with_spaces_and_accents_runs_to_the_end(tmp_path):
     assert json.loads((run_dir / "tfjs" / "metadata.json").read_text())["run_name"] == name
 
 
+def test_class_biases_asked_for_reach_metrics_report_and_the_page_metadata(tmp_path):
+    run_dir, _ = run_pipeline(
+        tmp_path / "outputs", "biased", f"data.cache_dir={tmp_path / 'data'}", "data.generated_images_per_class=12",
+        "data.image_size=32", "train.epochs=1", "export.parity_images=4", "export.browser_parity=off",
+        "evaluate.class_bias=on")
+    block = json.loads((run_dir / "metrics.json").read_text())["temperature"]["class_bias"]
+    metadata = json.loads((run_dir / "tfjs" / "metadata.json").read_text())
+    assert block["mode"] == "on" and block["applied"]
+    assert metadata["class_bias"] == [block["bias"][name] for name in metadata["classes"]]
+    assert "Class biases (`evaluate.class_bias: on`)" in (run_dir / "report.md").read_text()
+
+
 def test_the_split_follows_split_seed_and_not_the_training_seed(tmp_path):
     """Notebooks 01-02 twice with different `seed`s write the same split; another `data.split_seed` another one."""
     def split_of(name, *overrides):

@@ -1,5 +1,7 @@
 """Browser inference: TF.js model size on disk and median latency per image in headless Chromium, for the
-demo model and the recipe A model, float32 vs uint8 (float16 too), with the TF.js backend used.
+demo model and the recipe A model, float32 vs uint8 (float16 too), with the TF.js backend used; for a run whose
+notebook 04 chose test-time augmentation, also with the views the exported model averages (what the page runs)
+beside one view.
 
 Conversion reuses lib/export.py (`export_saved_model`, `convert_saved_model`, `verify_tfjs_model`,
 `directory_size`); the browser is driven by lib/browser.py (`run_script`, `find_chromium`) through the
@@ -55,6 +57,16 @@ def parity_note(export_report, option):
     return f"{parity['top1_agreement']:.2f} ({parity['images']} img){'' if parity.get('passes') else ' FAILS floor'}"
 
 
+def views_ratios(rows, run_views):
+    """Notes on what averaging the run's views costs: its median latency over one view's, per weights and backend."""
+    if run_views == 1:
+        return []
+    median = {(row["views"], row["weights"], row["backend"]): row["median ms/image"] for row in rows}
+    return [f"{rows[0]['model']}: {run_views} views cost {median[(run_views, weights, backend)] / value:.1f}x the "
+            f"median latency of one ({weights}, {backend})"
+            for (views, weights, backend), value in median.items() if views == 1]
+
+
 def ensure_demo(run_dir):
     if (Path(run_dir) / "model" / "best.keras").is_file():
         return
@@ -95,29 +107,36 @@ def main(argv=None):
         model = export.load_run_model(run_dir)
         export_report = json.loads((run_dir / "export.json").read_text()) if (run_dir / "export.json").is_file() else {}
         image_size = int(model.input_shape[1])
+        metrics_file = run_dir / "metrics.json"
+        run_views = export.views_key(json.loads(metrics_file.read_text()) if metrics_file.is_file() else None)["count"]
         sizes = {}
         with tempfile.TemporaryDirectory(prefix="bench-browser-") as work:
-            saved = export.export_saved_model(model, Path(work) / "saved_model", image_size)
-            for option in args.quantize.split(","):
-                converted = export.convert_saved_model(saved, Path(work) / f"tfjs-{option}", option)
+            for views, option in [(views, option) for views in sorted({1, run_views})
+                                  for option in args.quantize.split(",")]:
+                saved = Path(work) / f"saved_model-{views}"
+                if not saved.exists():
+                    export.export_saved_model(model, saved, image_size, views=views)
+                converted = export.convert_saved_model(saved, Path(work) / f"tfjs-{views}-{option}", option)
                 export.verify_tfjs_model(converted, image_size)
                 sizes[option] = export.directory_size(converted)
                 for backend in args.backends.split(","):
                     result = latency(converted, backend, args.runs, args.warmup)
-                    rows.append({"model": name, "input": f"{image_size}x{image_size}",
+                    rows.append({"model": name, "input": f"{image_size}x{image_size}", "views": views,
                                  "params": model.count_params(), "weights": option,
                                  "size MB": sizes[option] / 2**20, "backend": result["backend"],
                                  "median ms/image": result["medianMs"], "min ms": result["minMs"],
                                  "first call ms": result["firstMs"], "load ms": result["loadMs"],
                                  "wasm simd/threads": (f"{result['simd']}/{result['threads']}"
                                                        if result["backend"] == "wasm" else ""),
-                                 "top-1 vs Keras": parity_note(export_report, option),
+                                 "top-1 vs Keras": (parity_note(export_report, option) if views == run_views
+                                                    else "not measured"),
                                  "browser": f"Chromium {result['browser']}, TF.js {result['tfjs']}"})
                     print(rows[-1], flush=True)
+        notes += views_ratios([row for row in rows if row["model"] == name], run_views)
         if "none" in sizes and "uint8" in sizes:
             ratio = sizes["uint8"] / sizes["none"]
             floors.append((f"{name}: uint8 size <= 30% of float32", ratio <= SIZE_FLOOR, f"{ratio:.2f}"))
-    table = common.markdown_table(rows, ["model", "input", "params", "weights", "size MB", "backend",
+    table = common.markdown_table(rows, ["model", "input", "views", "params", "weights", "size MB", "backend",
                                          "median ms/image", "min ms", "first call ms", "load ms",
                                          "wasm simd/threads", "top-1 vs Keras"])
     print(table)
@@ -139,6 +158,8 @@ def main(argv=None):
         f"`predict` + `await data()`, median of {args.runs} after {args.warmup} warm-up calls, page and model "
         "loading as in web/classifier.js; `first call` includes the backend's one-time kernel setup. "
         "uint8/float16 quantize the weights only (TF.js dequantizes them at load), so latency should not change. "
+        "`views`: the orientations of the photo the exported model averages (notebook 04's `tta` choice; one view "
+        "beside it); the page runs the run's choice. "
         "`top-1 vs Keras` is the browser parity that lib's export measured for the same run and quantization "
         "(the run's export.json: top-1 agreement with Keras on its parity images, and whether it meets lib's "
         "floor); a quantization that fails it is not usable, however small.",

@@ -1,7 +1,7 @@
 """Evaluate a trained classifier: predictions on any list of images (with test-time augmentation views),
-scikit-learn metrics beside baselines, with bootstrap intervals, a temperature and class biases fitted on validation,
-the screening operating point, the out-of-distribution cut-off, results per subgroup, and Grad-CAM heat maps. The statistics
-live in `statistics.py`, figures in `plots.py`, files in `report.py`.
+scikit-learn metrics beside baselines, with bootstrap intervals, a temperature and class biases fitted on
+validation, the screening operating point, the out-of-distribution cut-off, results per subgroup, and Grad-CAM heat
+maps. The statistics live in `statistics.py`, figures in `plots.py`, files in `report.py`.
 
 What the web page runs is the model on the views of the photo that validation chose (one, the 4 flips or all 8
 right-angle views, averaged inside the exported model), its probabilities calibrated by the temperature and, where

@@ -192,11 +192,11 @@ def build_metadata(classes, image_size, run_name, quantize, metrics=None, resize
 
 def calibration_keys(metrics, class_names):
     """metadata.json's "temperature" (T; the page shows p_i^(1/T) / sum_j p_j^(1/T); 1.0 when notebook 04 fitted
-    none), "class_bias" (log biases b in class order, or None: the page shows p_i^(1/T) e^b_i / sum_j p_j^(1/T) e^b_j
-    where notebook 04 applied them), "operating_point" ({"class", "threshold", "target_sensitivity"}: the page flags a photo whose calibrated
-    probability of that class is >= threshold) and "ood" ({"score", "threshold", "fitted_on", "quantile"}: the page
-    calls the model unsure when the calibrated top probability is below threshold), from metrics.json's keys of the
-    same names; both None when absent."""
+    none), "class_bias" (log biases b in class order, or None: the page shows p_i^(1/T) e^b_i / sum_j p_j^(1/T)
+    e^b_j where notebook 04 applied them), "operating_point" ({"class", "threshold", "target_sensitivity"}: the page
+    flags a photo whose calibrated probability of that class is >= threshold) and "ood" ({"score", "threshold",
+    "fitted_on", "quantile"}: the page calls the model unsure when the calibrated top probability is below
+    threshold), from metrics.json's keys of the same names; the last three None when absent."""
     metrics = metrics or {}
     temperature = float((metrics.get("temperature") or {}).get("value", 1.0))
     if not temperature > 0:

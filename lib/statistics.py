@@ -1,6 +1,6 @@
 """The statistics behind honest numbers on a small test split: bootstrap confidence intervals that resample whole
-lesions, temperature scaling, class biases fitted for balanced accuracy, the decision threshold that reaches a target sensitivity, and the cut-off below which
-an input looks unlike the data the model was fitted on.
+lesions, temperature scaling, class biases fitted for balanced accuracy, the decision threshold that reaches a
+target sensitivity, and the cut-off below which an input looks unlike the data the model was fitted on.
 
 Everything here takes plain arrays (integer class indices, probabilities (N, C)) and returns numbers, so it is
 tested without a model; `lib.evaluation` applies it to a run's predictions.

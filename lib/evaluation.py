@@ -318,14 +318,14 @@ def class_bias_cross_validation(true_indices, probabilities, weights, seed=0):
     if np.bincount(true_indices)[np.unique(true_indices)].min() < CLASS_BIAS_FOLDS:
         return None
     scores = {"without": [], "with": []}
-    logits = np.log(np.maximum(probabilities, np.finfo(np.float32).tiny))
     for repeat in range(CLASS_BIAS_REPEATS):
         folds = StratifiedKFold(CLASS_BIAS_FOLDS, shuffle=True, random_state=seed + repeat)
         for fitted, held_out in folds.split(probabilities, true_indices):
             bias = statistics.fit_class_bias(true_indices[fitted], probabilities[fitted], weights)
-            for name, scores_of in (("without", logits[held_out]), ("with", logits[held_out] + bias)):
+            shifted = statistics.apply_temperature(probabilities[held_out], 1.0, bias)
+            for name, scored in (("without", probabilities[held_out]), ("with", shifted)):
                 scores[name].append(skmetrics.balanced_accuracy_score(true_indices[held_out],
-                                                                      scores_of.argmax(axis=1)))
+                                                                      scored.argmax(axis=1)))
     return {"folds": CLASS_BIAS_FOLDS, "repeats": CLASS_BIAS_REPEATS,
             **{name: float(np.mean(values)) for name, values in scores.items()}}
 

@@ -194,11 +194,11 @@ def fit_class_bias(true_indices, probabilities, class_weights):
     loss weight shifts a class on purpose) gets its decision rule re-fitted with a handful of numbers (Menon et al.
     2021, "Long-tail learning via logit adjustment", fitted here rather than set from the priors)."""
     true_indices = np.asarray(true_indices)
+    if len(true_indices) == 0:
+        raise ValueError("fit_class_bias needs at least one labelled image")
     logits = np.log(np.maximum(np.asarray(probabilities, dtype=np.float64), np.finfo(np.float32).tiny))
     n_classes = logits.shape[1]
     present = np.bincount(true_indices, minlength=n_classes) > 0
-    if len(true_indices) == 0:
-        raise ValueError("fit_class_bias needs at least one labelled image")
     image_weights = np.asarray(class_weights, dtype=np.float64)[true_indices]
     image_weights = image_weights / image_weights.sum()
     onehot = np.eye(n_classes)[true_indices]

@@ -208,13 +208,13 @@ def calibration_keys(metrics, class_names):
     ood = _metrics_section(metrics, "ood", ("score", "threshold", "fitted_on", "quantile"))
     if ood and ood["score"] != "max_probability":
         raise ExportError(f"metrics.json ood.score is {ood['score']!r}; the page implements only 'max_probability'")
-    block = (metrics.get("temperature") or {}).get("class_bias")
-    class_bias = None
-    if block and block["applied"]:
-        if list(block["bias"]) != list(class_names):
-            raise ExportError(f"metrics.json temperature.class_bias is for the classes {list(block['bias'])}, the "
-                              f"model's are {class_names} (rerun 04_evaluate)")
-        class_bias = [float(value) for value in block["bias"].values()]
+    class_bias = evaluation.applied_class_bias(metrics.get("temperature"))
+    if class_bias is not None:
+        fitted_for = list(metrics["temperature"]["class_bias"]["bias"])
+        if fitted_for != list(class_names):
+            raise ExportError(f"metrics.json temperature.class_bias is for the classes {fitted_for}, the model's are "
+                              f"{class_names} (rerun 04_evaluate)")
+        class_bias = class_bias.tolist()
     return {"temperature": temperature, "class_bias": class_bias, "operating_point": operating_point, "ood": ood}
 
 

@@ -243,19 +243,20 @@ def augmented_examples(image, augmentation, count=9, seed=42):
 # ---- datasets -------------------------------------------------------------------------------------
 
 def image_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=False, sampling="shuffle", seed=42,
-                  augment=None, mix=None, drop_remainder=False, in_memory=True):
+                  augment=None, mix=None, drop_remainder=False, in_memory=True, resize_to=None):
     """Batches of (float32 RGB [0, 255] (B, S, S, 3), one-hot float32 (B, num_classes)) from processed PNGs.
 
     With `in_memory` (and when they fit in MEMORY_FRACTION of the memory), the images are decoded once, here, and
     served from memory; otherwise each epoch reads them from disk. `shuffle` reshuffles every epoch from `seed`;
     `sampling: balanced` draws every class equally often, `sqrt` by the square root of its count (as many images per
     epoch as there are); `augment` (from `make_augmenter`) runs on whole batches, then `mix` (from `make_mixup`) on
-    (images, targets)."""
+    (images, targets). `resize_to` (px) serves the images (of `image_size`) downscaled, before augmentation."""
     if len(paths) != len(labels):
         raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
     paths = [str(path) for path in paths]
     if in_memory and len(paths) * image_size * image_size * 3 <= MEMORY_FRACTION * available_memory():
-        images = tf.constant(load_processed(paths, image_size))
+        images = load_processed(paths, image_size)
+        images = tf.constant(images if resize_to is None else downscale(images, resize_to))
 
         def lookup(index):
             return tf.cast(tf.gather(images, index), tf.float32)
@@ -264,8 +265,15 @@ def image_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=Fa
 
         def lookup(index):
             image = tf.ensure_shape(decode_processed(tf.gather(table, index)), (image_size, image_size, 3))
-            return tf.cast(image, tf.float32)
+            return tf.cast(image if resize_to is None else downscale(image, resize_to), tf.float32)
     return _batches(lookup, labels, num_classes, batch_size, shuffle, sampling, seed, augment, drop_remainder, mix)
+
+
+def downscale(images, size):
+    """uint8 images (..., S, S, 3) averaged down to (..., size, size, 3) (area interpolation, as OpenCV's INTER_AREA
+    in preprocessing), rounded back to uint8."""
+    resized = tf.image.resize(images, (size, size), method="area")
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
 
 def available_memory():

@@ -257,6 +257,29 @@ def _with_float32_policies(config):
     return config
 
 
+def at_image_size(model, image_size):
+    """A copy of `model` (same layers, same weights, its own variables) that takes (None, image_size, image_size, 3)
+    images: for training on downscaled images (train.low_resolution), whose weights are copied back afterwards."""
+    old_size = model.input.shape[1]
+    copy = model.__class__.from_config(_with_input_size(model.get_config(), old_size, image_size))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _with_input_size(config, old_size, new_size):
+    """A copy of a Keras config whose input layers take new_size x new_size images instead of old_size ones."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "InputLayer":
+            shape = list(config["config"]["batch_shape"])
+            if shape[1:3] == [old_size, old_size]:
+                shape[1:3] = [new_size, new_size]
+            return {**config, "config": {**config["config"], "batch_shape": shape}}
+        return {key: _with_input_size(value, old_size, new_size) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_with_input_size(item, old_size, new_size) for item in config]
+    return config
+
+
 def head_layers(model):
     """The layers after "pool", in order (the head that the feature cache trains)."""
     names = [layer.name for layer in model.layers]

@@ -148,6 +148,11 @@ class TrainParams:
     early_stopping: typing.Optional[EarlyStoppingParams] = None
     fine_tune_epochs: int = field(default=0, metadata=bounded(0, 10_000))  # >0: head first, then fine-tune
     fine_tune_learning_rate: float = field(default=1e-5, metadata=bounded(0.0, 10.0))
+    # progressive resizing: the first low_resolution_epochs of the fine_tune_epochs train on the images downscaled to
+    # low_resolution px (an epoch costs about (low_resolution / data.image_size)^2), the rest at data.image_size; every
+    # epoch is validated at data.image_size and one learning-rate schedule runs across the switch. 0: off
+    low_resolution_epochs: int = field(default=0, metadata=bounded(0, 10_000))
+    low_resolution: int = field(default=160, metadata=bounded(16, 4096))
     feature_cache: str = field(default="auto", metadata=choice(*registry.FEATURE_CACHE))
     strategy: str = field(default="auto", metadata=choice(*registry.STRATEGIES))
     mixed_precision: str = field(default="auto", metadata=choice(*registry.PRECISIONS))
@@ -605,6 +610,16 @@ def _check_recipe(params, origin):
         raise ParamsError(f"parameter 'model.alpha' {origin.of('model.alpha', 'model.weights')} is {model.alpha}, but "
                           f"the weights file {_show(model.weights)} holds a network of width alpha {held:g} (its first "
                           f"convolution has {round(held * 32)} filters): set model.alpha: {held:g}")
+    train = params.train
+    if train.low_resolution_epochs and train.low_resolution_epochs >= train.fine_tune_epochs:
+        raise ParamsError(f"parameter 'train.low_resolution_epochs' "
+                          f"{origin.of('train.low_resolution_epochs', 'train.fine_tune_epochs')} must be fewer than "
+                          f"train.fine_tune_epochs ({train.fine_tune_epochs}), so that the last fine-tuning epochs "
+                          f"train at data.image_size; lower it, or raise fine_tune_epochs")
+    if train.low_resolution_epochs and train.low_resolution >= data.image_size:
+        raise ParamsError(f"parameter 'train.low_resolution' {origin.of('train.low_resolution', 'data.image_size')} "
+                          f"is {train.low_resolution} px, not below data.image_size ({data.image_size}); lower it, or "
+                          f"set train.low_resolution_epochs: 0")
     if params.train.class_weight is not None and isinstance(params.train.class_weight, str) \
             and params.train.class_weight != "balanced":
         raise ParamsError(f"parameter 'train.class_weight' {origin.of('train.class_weight')} must be null, "

@@ -25,6 +25,7 @@ import platform
 import shutil
 import tempfile
 import time
+import typing
 from pathlib import Path
 
 import keras
@@ -264,6 +265,20 @@ class BalancedAccuracy(keras.metrics.Metric):
         return {**super().get_config(), "num_classes": self.num_classes}
 
 
+def phase_learning_rate(p, phase, steps_per_epoch):
+    """The learning rate of `phase` of `plan(p)`: its own schedule, except that the fine-tuning phases of progressive
+    resizing share one; the full-size phase decays by a cosine from the rate where the low-resolution one stopped."""
+    if phase.name == "fine-tune" and phase.initial_epoch > p.train.epochs and p.train.schedule != "constant":
+        whole = learning_rate_schedule(p.train.schedule, phase.learning_rate, p.train.fine_tune_epochs,
+                                       p.train.warmup_epochs, steps_per_epoch)
+        start = float(whole((phase.initial_epoch - p.train.epochs) * steps_per_epoch))
+        return keras.optimizers.schedules.CosineDecay(start, max(1, (phase.epochs - phase.initial_epoch) *
+                                                                 steps_per_epoch), alpha=0.0)
+    epochs = p.train.fine_tune_epochs if phase.image_size else phase.epochs - phase.initial_epoch
+    return learning_rate_schedule(p.train.schedule, phase.learning_rate, epochs, p.train.warmup_epochs,
+                                  steps_per_epoch)
+
+
 def learning_rate_schedule(schedule, peak, epochs, warmup_epochs, steps_per_epoch):
     """The learning rate of one phase: `peak` throughout (constant), or a linear warm-up from 0 to `peak` over
     `warmup_epochs` followed by a cosine decay to 0 over the rest of the phase's `epochs` (cosine)."""
@@ -328,8 +343,8 @@ def _scale_rates(optimizer, rate_scales):
 
 @dataclasses.dataclass(frozen=True)
 class Phase:
-    number: int  # 1, or 2 for fine-tuning
-    name: str  # "train" (one phase), "head" or "fine-tune"
+    number: int  # 1, then 2 (and 3) for fine-tuning
+    name: str  # "train" (one phase), "head", "fine-tune" or "fine-tune, low resolution"
     initial_epoch: int
     epochs: int  # the epoch the phase trains until (Keras' `epochs`)
     learning_rate: float  # the peak learning rate
@@ -337,6 +352,7 @@ class Phase:
     cached: bool  # the head alone, trained on cached backbone features
     augmented: bool
     last: bool
+    image_size: typing.Optional[int] = None  # px of the images it trains on; None: data.image_size
 
     def describe(self):
         what = "the head on cached backbone features" if self.cached else (
@@ -344,11 +360,13 @@ class Phase:
             f"{'all' if self.trainable_layers == -1 else f'the last {self.trainable_layers}'} backbone layers "
             "and the head")
         return (f"phase {self.number} ({self.name}): epochs {self.initial_epoch + 1}-{self.epochs}, {what}, "
-                f"learning rate {self.learning_rate:g}{', augmented' if self.augmented else ''}")
+                f"learning rate {self.learning_rate:g}{', augmented' if self.augmented else ''}"
+                f"{f', at {self.image_size} px' if self.image_size else ''}")
 
 
 def plan(p, multi_worker=False):
-    """The phases of `p` (Params): one, or with train.fine_tune_epochs a head phase then a fine-tuning phase.
+    """The phases of `p` (Params): one, or with train.fine_tune_epochs a head phase then a fine-tuning phase (split
+    in two with train.low_resolution_epochs: the first epochs on downscaled images, the rest at full size).
     The head phase trains on cached features unless train.feature_cache is off (or under multi_worker, where
     every worker would write the same cache); a single phase does so only with a frozen backbone and no
     augmentation (train.mixup included), because cached features are of unaugmented images."""
@@ -358,9 +376,13 @@ def plan(p, multi_worker=False):
     if train.fine_tune_epochs:
         head_cached = cache_allowed
         phases = [Phase(1, "head", 0, train.epochs, train.learning_rate, 0, head_cached,
-                        augmented and not head_cached, False),
-                  Phase(2, "fine-tune", train.epochs, train.epochs + train.fine_tune_epochs,
-                        train.fine_tune_learning_rate, model.trainable_layers, False, augmented, True)]
+                        augmented and not head_cached, False)]
+        switch = train.epochs + train.low_resolution_epochs
+        if train.low_resolution_epochs:
+            phases.append(Phase(2, "fine-tune, low resolution", train.epochs, switch, train.fine_tune_learning_rate,
+                                model.trainable_layers, False, augmented, False, train.low_resolution))
+        phases.append(Phase(len(phases) + 1, "fine-tune", switch, train.epochs + train.fine_tune_epochs,
+                            train.fine_tune_learning_rate, model.trainable_layers, False, augmented, True))
     else:
         cached = cache_allowed and model.trainable_layers == 0 and not augmented
         phases = [Phase(1, "train", 0, train.epochs, train.learning_rate, model.trainable_layers, cached,
@@ -381,14 +403,15 @@ class PhaseResult:
 
 def fit_phase(model, phase, data, p, run_dir, strategy, extra_callbacks=()):
     """Train `model` for one `phase` of `plan(p)`, writing into `output_dir(run_dir, strategy)`; resumes from
-    model/backup/ after an interruption, and skips a head phase that finished before one."""
+    model/backup/ after an interruption, and skips a phase that finished before one. A low-resolution phase trains
+    a copy of `model` at its size, validated (and checkpointed) as `model` at full size."""
     started = time.monotonic()
     out_dir = output_dir(run_dir, strategy)
     (out_dir / "model").mkdir(parents=True, exist_ok=True)
-    head_done = out_dir / "model" / "phase1_done.weights.h5"
-    if phase.number == 1 and not phase.last and head_done.is_file():
-        model.load_weights(head_done)
-        log.info("phase 1 finished before an interruption: continuing with fine-tuning")
+    done = out_dir / "model" / f"phase{phase.number}_done.weights.h5"
+    if not phase.last and done.is_file():
+        model.load_weights(done)
+        log.info("phase %d finished before an interruption: continuing with the next", phase.number)
         return PhaseResult(phase, 0.0, True)
     multi_worker = is_multi_worker(strategy)
     batch_size = p.train.batch_size * strategy.num_replicas_in_sync
@@ -399,32 +422,40 @@ def fit_phase(model, phase, data, p, run_dir, strategy, extra_callbacks=()):
     train_data, val_data = _datasets(model, phase, data, p, run_dir, batch_size, whole_batches)
     steps = len(data.train.paths) // batch_size if whole_batches else math.ceil(len(data.train.paths) / batch_size)
     resuming = (out_dir / "model" / "backup" / f"phase{phase.number}").is_dir()
-    history = artifacts.read_history(out_dir) if resuming or phase.number == 2 else None
+    history = artifacts.read_history(out_dir) if resuming or phase.number > 1 else None
     with strategy.scope():
         models.set_trainable_layers(model, phase.trainable_layers, p.model.freeze_batch_norm)
-        fitted = models.head_model(model) if phase.cached else model
-        rate = learning_rate_schedule(p.train.schedule, phase.learning_rate, phase.epochs - phase.initial_epoch,
-                                      p.train.warmup_epochs, steps)
+        fitted = models.head_model(model) if phase.cached else \
+            models.at_image_size(model, phase.image_size) if phase.image_size else model
+        rate = phase_learning_rate(p, phase, steps)
         scales = models.layer_rate_scales(fitted, p.train.layer_decay) if p.train.layer_decay < 1 and \
             phase.trainable_layers != 0 else None
         compile_model(fitted, p.train.optimizer, rate, p.train.loss, p.train.label_smoothing, p.train.focal_gamma,
                       p.train.weight_decay, p.train.ema_momentum, scales)
+        if phase.image_size:  # compiled only to be evaluated, at full size, by _ValidateAtFullSize
+            compile_model(model, loss=p.train.loss, label_smoothing=p.train.label_smoothing,
+                          focal_gamma=p.train.focal_gamma)
         if multi_worker:
             fit_under_multi_worker(fitted)
     mode = resolve_mode(p.train.monitor, p.train.monitor_mode)
+    full_size = _ValidateAtFullSize(model, val_data) if phase.image_size else None
     callbacks = make_callbacks(out_dir, p.train.monitor, mode, p.train.reduce_lr, p.train.early_stopping,
                                phase=phase.number, best_so_far=best_epoch(history, p.train.monitor, mode)[1],
-                               checkpoint_model=model if phase.cached else None,
-                               append_history=history is not None,
-                               ema=p.train.ema_momentum is not None) + list(extra_callbacks)
+                               checkpoint_model=model if fitted is not model else None,
+                               append_history=history is not None, ema=p.train.ema_momentum is not None,
+                               validation=full_size) + list(extra_callbacks)
     weights = inputs.class_weights(p.train.class_weight, data.train.labels, data.classes)
     with strategy.scope() if multi_worker else contextlib.nullcontext():
-        fitted.fit(train_data, validation_data=val_data, epochs=phase.epochs, initial_epoch=phase.initial_epoch,
-                   class_weight=weights, callbacks=callbacks, shuffle=False, verbose=2)  # tf.data shuffles
+        fitted.fit(train_data, validation_data=None if full_size else val_data, epochs=phase.epochs,
+                   initial_epoch=phase.initial_epoch, class_weight=weights, callbacks=callbacks, shuffle=False,
+                   verbose=2)  # tf.data shuffles
+    if phase.image_size:
+        model.set_weights(fitted.get_weights())
     if not phase.last:
-        model.save_weights(head_done)
+        model.save_weights(done)
     else:
-        head_done.unlink(missing_ok=True)
+        for finished in (out_dir / "model").glob("phase*_done.weights.h5"):
+            finished.unlink()
         backup = out_dir / "model" / "backup"
         if backup.is_dir() and not any(backup.iterdir()):
             backup.rmdir()
@@ -449,7 +480,7 @@ def _datasets(model, phase, data, p, run_dir, batch_size, whole_batches):
     augment, mix = ((inputs.make_augmenter(dataclasses.asdict(p.train.augmentation), seed=p.seed),
                      inputs.make_mixup(p.train.mixup, seed=p.seed)) if phase.augmented else (None, None))
     return (inputs.image_dataset(train.paths, train.labels, len(classes), data.image_size, batch_size, shuffle=True,
-                                 augment=augment, mix=mix, **options),
+                                 augment=augment, mix=mix, resize_to=phase.image_size, **options),
             inputs.image_dataset(validation.paths, validation.labels, len(classes), data.image_size, batch_size,
                                  drop_remainder=whole_batches))
 
@@ -462,17 +493,18 @@ def resolve_mode(monitor, mode="auto"):
 
 
 def make_callbacks(run_dir, monitor, mode, reduce_lr=None, early_stopping=None, phase=1, best_so_far=None,
-                   checkpoint_model=None, append_history=False, ema=False):
+                   checkpoint_model=None, append_history=False, ema=False, validation=None):
     """ModelCheckpoint (best by `monitor` to model/best.keras; of `checkpoint_model` when the fitted model
-    is only its head), BackupAndRestore (model/backup/phase<N>), CSVLogger (model/history.csv),
-    TensorBoard (logs/), ReduceLROnPlateau and EarlyStopping from their params (or None). With `ema`, validation
-    and the checkpoint see the moving average of the weights (SwapEMAWeights), the backup the weights themselves."""
+    is only its head or a copy at another size), BackupAndRestore (model/backup/phase<N>), CSVLogger
+    (model/history.csv), TensorBoard (logs/), ReduceLROnPlateau and EarlyStopping from their params (or None). With
+    `ema`, validation and the checkpoint see the moving average of the weights (SwapEMAWeights), the backup the
+    weights themselves. `validation`: a callback that adds the val_* metrics, run before the checkpoint."""
     run_dir = Path(run_dir)
     checkpoint = _Checkpoint(checkpoint_model, str(run_dir / artifacts.MODEL), monitor=monitor,
                              mode=mode, save_best_only=True, initial_value_threshold=best_so_far)
     callbacks = [keras.callbacks.BackupAndRestore(str(run_dir / "model" / "backup" / f"phase{phase}")),
                  *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema else []),
-                 _LearningRateLog(), checkpoint,
+                 _LearningRateLog(), *([validation] if validation else []), checkpoint,
                  keras.callbacks.CSVLogger(str(run_dir / artifacts.HISTORY), append=append_history),
                  keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False)]
     if reduce_lr:
@@ -492,6 +524,22 @@ class _LearningRateLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+class _ValidateAtFullSize(keras.callbacks.Callback):
+    """Validation of a phase that trains a copy of the model on downscaled images: at each epoch's end (after
+    SwapEMAWeights put the moving average in place) the copy's weights go into the full-size model, which is
+    evaluated on the full-size validation images; its metrics are logged as val_*, as Keras' validation would."""
+
+    def __init__(self, full_model, validation_data):
+        super().__init__()
+        self.full_model, self.validation_data = full_model, validation_data
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.full_model.set_weights(self.model.get_weights())
+        results = self.full_model.evaluate(self.validation_data, verbose=0, return_dict=True)
+        if logs is not None:
+            logs.update({f"val_{name}": value for name, value in results.items()})
 
 
 class _Checkpoint(keras.callbacks.ModelCheckpoint):

@@ -74,6 +74,10 @@ def test_overrides_set_dotted_keys_parsed_as_yaml(tmp_path):
     ("name: x\n", "name=a/b", "'name'"),
     ("name: x\n", "seed=-1", "'seed'"),  # numpy's seeds are 32-bit unsigned: training would fail minutes later
     ("seed: 1\n", "seed=2", "'name'"),
+    # progressive resizing needs full-size epochs after the downscaled ones, at a size below data.image_size
+    ("name: x\ntrain: {fine_tune_epochs: 4}\n", "train.low_resolution_epochs=4", "'train.low_resolution_epochs'"),
+    ("name: x\ntrain: {fine_tune_epochs: 4, low_resolution_epochs: 2}\n", "train.low_resolution=224",
+     "'train.low_resolution'"),
 ])
 def test_bad_parameter_names_the_key_and_the_file(tmp_path, text, override, named):
     path = write(tmp_path, text)

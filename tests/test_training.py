@@ -130,6 +130,49 @@ def test_the_head_phase_trains_on_cached_features_while_fine_tuning_is_augmented
     assert len(list((run_folder / "features").glob("*/train.npy"))) == 1
 
 
+def test_progressive_resizing_fine_tunes_on_downscaled_images_first_validating_at_full_size(run_folder):
+    p = tiny_params(epochs=1, fine_tune_epochs=4, low_resolution_epochs=2, low_resolution=16, schedule="cosine",
+                    fine_tune_learning_rate=1e-3, augmentation={"horizontal_flip": True}, monitor="val_loss")
+    head, low, full = training.plan(p)
+    assert (low.name, low.initial_epoch, low.epochs, low.image_size, low.last) == \
+        ("fine-tune, low resolution", 1, 3, 16, False)
+    assert (full.initial_epoch, full.epochs, full.image_size, full.last) == (3, 5, None, True)
+    seen = []
+
+    class Sizes(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if len(self.model.input.shape) == 4:  # images, not the head phase's cached features
+                seen.append(self.model.input.shape[1])
+
+    model, summary = training.train(run_folder, p, strategy="default", extra_callbacks=[Sizes()])
+    assert sorted(set(seen)) == [16, 32] and seen[-1] == 32  # fine-tuning at 16 px, then at 32
+    history = pd.read_csv(run_folder / artifacts.HISTORY)
+    assert list(history["epoch"]) == [0, 1, 2, 3, 4] and history["val_loss"].notna().all()
+    assert [phase["image_size"] for phase in summary["phases"]] == [None, 16, None]
+    best = keras.models.load_model(run_folder / artifacts.MODEL)
+    assert best.input.shape[1] == 32  # the checkpoint is the full-size model, whichever epoch won
+    assert not list((run_folder / "model").glob("phase*_done.weights.h5"))
+    rates = history["learning_rate"].to_numpy()
+    assert rates[1] > rates[2] > rates[3] > rates[4] == 0  # one schedule across the switch, not a restart
+
+
+def test_validation_at_full_size_scores_the_low_resolution_copy_with_the_full_size_model(run_folder):
+    p = tiny_params(epochs=1)
+    data = training.read_data(run_folder, 32)
+    model = training.build(p, data.classes, tf.distribute.get_strategy())
+    training.compile_model(model)
+    small = models.at_image_size(model, 16)
+    small.set_weights([weight * 0.5 for weight in model.get_weights()])
+    validation = training.inputs.image_dataset(data.validation.paths, data.validation.labels, len(data.classes), 32, 8)
+    callback = training._ValidateAtFullSize(model, validation)
+    callback.set_model(small)
+    logs = {}
+    callback.on_epoch_end(0, logs)
+    assert weights_digest(model) == weights_digest(small)
+    expected = model.evaluate(validation, verbose=0, return_dict=True)
+    assert logs["val_loss"] == pytest.approx(expected["loss"]) and "val_balanced_accuracy" in logs
+
+
 def test_plan_caches_a_single_phase_only_on_a_frozen_backbone_without_augmentation():
     frozen = training.plan(tiny_params(model={"trainable_layers": 0}, epochs=3))
     assert [(phase.name, phase.cached) for phase in frozen] == [("train", True)]
@@ -300,17 +343,22 @@ def test_feature_cache_training_matches_ordinary_training(run_folder, tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_at_its_next_epoch_and_finishes_all_epochs(run_folder):
-    job = job_for(run_folder, epochs=2, fine_tune_epochs=2)
-    killed = run_script(job, env={"KILL_AFTER_EPOCH": "3"}, check=False)
+@pytest.mark.parametrize("kill_after, progressive", [(3, {}),  # in fine-tuning
+                                                     # in the low-resolution phase, then after it
+                                                     (3, {"low_resolution_epochs": 2, "low_resolution": 16}),
+                                                     (4, {"low_resolution_epochs": 2, "low_resolution": 16})])
+def test_killed_run_resumes_at_its_next_epoch_and_finishes_all_epochs(run_folder, kill_after, progressive):
+    job = job_for(run_folder, epochs=2, fine_tune_epochs=3, **progressive)
+    killed = run_script(job, env={"KILL_AFTER_EPOCH": str(kill_after)}, check=False)
     assert killed.returncode == -9
-    assert list(pd.read_csv(run_folder / artifacts.HISTORY)["epoch"]) == [0, 1, 2]
+    assert list(pd.read_csv(run_folder / artifacts.HISTORY)["epoch"]) == list(range(kill_after))
     assert (run_folder / "model" / "backup" / "phase2").is_dir()
 
     resumed = run_script(job)
-    assert "Epoch 4/4" in resumed.stdout and "Epoch 3/4" not in resumed.stdout
-    assert list(pd.read_csv(run_folder / artifacts.HISTORY)["epoch"]) == [0, 1, 2, 3]
-    assert summary_from(resumed.stdout)["epochs_run"] == 4
+    assert f"Epoch {kill_after + 1}/5" in resumed.stdout and f"Epoch {kill_after}/5" not in resumed.stdout
+    assert list(pd.read_csv(run_folder / artifacts.HISTORY)["epoch"]) == [0, 1, 2, 3, 4]
+    summary = summary_from(resumed.stdout)
+    assert summary["epochs_run"] == 5 and not list((run_folder / "model").glob("phase*_done.weights.h5"))
 
 
 @pytest.mark.slow

@@ -355,7 +355,7 @@ def test_killed_run_resumes_at_its_next_epoch_and_finishes_all_epochs(run_folder
     assert (run_folder / "model" / "backup" / "phase2").is_dir()
 
     resumed = run_script(job)
-    assert f"Epoch {kill_after + 1}/5" in resumed.stdout and f"Epoch {kill_after}/5" not in resumed.stdout
+    assert f"Epoch {kill_after + 1}/" in resumed.stdout and f"Epoch {kill_after}/" not in resumed.stdout
     assert list(pd.read_csv(run_folder / artifacts.HISTORY)["epoch"]) == [0, 1, 2, 3, 4]
     summary = summary_from(resumed.stdout)
     assert summary["epochs_run"] == 5 and not list((run_folder / "model").glob("phase*_done.weights.h5"))

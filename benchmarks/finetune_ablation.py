@@ -138,8 +138,10 @@ VARIANTS = {
     "low_resolution_160": (FINETUNE, ["train.low_resolution_epochs=14", "train.low_resolution=160"],
                            "progressive resizing: the first 14 of the 22 fine-tuning epochs on images downscaled to "
                            "160 px (~0.4x the compute an epoch), the last 8 at 224 px, validated at 224 throughout"),
+    "low_resolution_144": (FINETUNE, ["train.low_resolution_epochs=14", "train.low_resolution=144"],
+                           "progressive resizing as above at 144 px (~0.3x the compute an epoch)"),
 }
-ON_THE_RECIPE = {"recipe", "bfloat16", "low_resolution_160"}
+ON_THE_RECIPE = {"recipe", "bfloat16", "low_resolution_160", "low_resolution_144"}
 VARIANTS = {name: (recipe, overrides if recipe != FINETUNE or name in ON_THE_RECIPE
                    else ["train.augmentation.one_resampling=false", *overrides], what)
             for name, (recipe, overrides, what) in VARIANTS.items()}

@@ -268,15 +268,16 @@ class BalancedAccuracy(keras.metrics.Metric):
 def phase_learning_rate(p, phase, steps_per_epoch):
     """The learning rate of `phase` of `plan(p)`: its own schedule, except that the fine-tuning phases of progressive
     resizing share one; the full-size phase decays by a cosine from the rate where the low-resolution one stopped."""
-    if phase.name == "fine-tune" and phase.initial_epoch > p.train.epochs and p.train.schedule != "constant":
-        whole = learning_rate_schedule(p.train.schedule, phase.learning_rate, p.train.fine_tune_epochs,
-                                       p.train.warmup_epochs, steps_per_epoch)
-        start = float(whole((phase.initial_epoch - p.train.epochs) * steps_per_epoch))
-        return keras.optimizers.schedules.CosineDecay(start, max(1, (phase.epochs - phase.initial_epoch) *
-                                                                 steps_per_epoch), alpha=0.0)
-    epochs = p.train.fine_tune_epochs if phase.image_size else phase.epochs - phase.initial_epoch
-    return learning_rate_schedule(p.train.schedule, phase.learning_rate, epochs, p.train.warmup_epochs,
-                                  steps_per_epoch)
+    if not (phase.number > 1 and p.train.low_resolution_epochs):
+        return learning_rate_schedule(p.train.schedule, phase.learning_rate, phase.epochs - phase.initial_epoch,
+                                      p.train.warmup_epochs, steps_per_epoch)
+    whole = learning_rate_schedule(p.train.schedule, phase.learning_rate, p.train.fine_tune_epochs,
+                                   p.train.warmup_epochs, steps_per_epoch)
+    if phase.image_size or not callable(whole):  # the low-resolution phase, or a constant rate
+        return whole
+    start = float(whole((phase.initial_epoch - p.train.epochs) * steps_per_epoch))
+    return keras.optimizers.schedules.CosineDecay(start, max(1, (phase.epochs - phase.initial_epoch) * steps_per_epoch),
+                                                  alpha=0.0)
 
 
 def learning_rate_schedule(schedule, peak, epochs, warmup_epochs, steps_per_epoch):

@@ -248,35 +248,40 @@ def _all_layers(model):
 
 def _with_float32_policies(config):
     """A copy of a Keras config with every layer's dtype policy replaced by float32."""
-    if isinstance(config, dict):
-        if config.get("class_name") == "DTypePolicy" or config.get("class_name") == "FloatDTypePolicy":
-            return {**config, "config": {**config.get("config", {}), "name": "float32"}}
-        return {key: _with_float32_policies(value) for key, value in config.items()}
-    if isinstance(config, list):
-        return [_with_float32_policies(item) for item in config]
-    return config
+    def float32(entry):
+        if entry.get("class_name") in ("DTypePolicy", "FloatDTypePolicy"):
+            return {**entry, "config": {**entry.get("config", {}), "name": "float32"}}
+        return None
+    return _rewrite_config(config, float32)
 
 
 def at_image_size(model, image_size):
     """A copy of `model` (same layers, same weights, its own variables) that takes (None, image_size, image_size, 3)
     images: for training on downscaled images (train.low_resolution), whose weights are copied back afterwards."""
     old_size = model.input.shape[1]
-    copy = model.__class__.from_config(_with_input_size(model.get_config(), old_size, image_size))
+
+    def resized(entry):
+        if entry.get("class_name") != "InputLayer":
+            return None
+        shape = list(entry["config"]["batch_shape"])
+        if shape[1:3] == [old_size, old_size]:
+            shape[1:3] = [image_size, image_size]
+        return {**entry, "config": {**entry["config"], "batch_shape": shape}}
+    copy = model.__class__.from_config(_rewrite_config(model.get_config(), resized))
     copy.set_weights(model.get_weights())
     return copy
 
 
-def _with_input_size(config, old_size, new_size):
-    """A copy of a Keras config whose input layers take new_size x new_size images instead of old_size ones."""
+def _rewrite_config(config, rewrite):
+    """A copy of a Keras config (nested dicts and lists) in which every dict that `rewrite` returns a replacement
+    for (not None) is replaced, and every other one is copied with its values rewritten the same way."""
     if isinstance(config, dict):
-        if config.get("class_name") == "InputLayer":
-            shape = list(config["config"]["batch_shape"])
-            if shape[1:3] == [old_size, old_size]:
-                shape[1:3] = [new_size, new_size]
-            return {**config, "config": {**config["config"], "batch_shape": shape}}
-        return {key: _with_input_size(value, old_size, new_size) for key, value in config.items()}
+        replacement = rewrite(config)
+        if replacement is not None:
+            return replacement
+        return {key: _rewrite_config(value, rewrite) for key, value in config.items()}
     if isinstance(config, list):
-        return [_with_input_size(item, old_size, new_size) for item in config]
+        return [_rewrite_config(item, rewrite) for item in config]
     return config
 
 

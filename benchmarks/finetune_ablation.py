@@ -140,8 +140,11 @@ VARIANTS = {
                            "160 px (~0.4x the compute an epoch), the last 8 at 224 px, validated at 224 throughout"),
     "low_resolution_144": (FINETUNE, ["train.low_resolution_epochs=14", "train.low_resolution=144"],
                            "progressive resizing as above at 144 px (~0.3x the compute an epoch)"),
+    "erasing_on_recipe": (FINETUNE, ["train.augmentation.erasing=0.5"],
+                          "tried, not adopted: random erasing in half of the images on today's recipe (its "
+                          "augmentation one affine map)"),
 }
-ON_THE_RECIPE = {"recipe", "bfloat16", "low_resolution_160", "low_resolution_144"}
+ON_THE_RECIPE = {"recipe", "bfloat16", "low_resolution_160", "low_resolution_144", "erasing_on_recipe"}
 VARIANTS = {name: (recipe, overrides if recipe != FINETUNE or name in ON_THE_RECIPE
                    else ["train.augmentation.one_resampling=false", *overrides], what)
             for name, (recipe, overrides, what) in VARIANTS.items()}

@@ -45,3 +45,37 @@ def test_every_finetune_ablation_variant_is_valid_params_and_the_recipe_row_is_t
     assert loaded["recipe"] == load(finetune_ablation.FINETUNE, [])
     # measured before the recipe applied its augmentation as one affine map, and reproduced as measured
     assert loaded["22_epochs"] == load(finetune_ablation.FINETUNE, ["train.augmentation.one_resampling=false"])
+
+
+def test_validation_choices_decides_as_notebook_04_without_reading_the_test_split(trained_run, tmp_path):
+    import shutil
+    import sys
+
+    from lib import artifacts, evaluation, params
+
+    sys.path.insert(0, str(BENCHMARKS[0].parent))
+    import validation_choices
+
+    run_dir = shutil.copytree(trained_run[0], tmp_path / "run")
+    run_params = params.load(BENCHMARKS[0].parents[1] / "params" / "demo.yaml",
+                             ["data.image_size=32", "evaluate.tta=auto", "evaluate.class_bias=on"])
+    params.save(run_params, run_dir / "params.yaml")
+    manifest = artifacts.read_manifest(run_dir)
+    test_rows = manifest[manifest["split"] == "test"]
+    for path in test_rows["abs_path"]:  # unreadable: the script must not need the test split
+        Path(path).unlink()
+
+    row = validation_choices.validation_choices(run_dir)
+
+    classes = artifacts.class_names(run_dir)
+    validation = evaluation.predict_split(trained_run[1], manifest[manifest["split"] == "validation"], 32, 8)
+    as_notebook_04 = evaluation.evaluate(validation, validation, classes, train_labels=validation.rows["label"],
+                                         tta="auto", class_bias="on", n_resamples=0)
+    chosen = as_notebook_04["tta"]["chosen"]
+    assert row["views chosen"] == f"{chosen} ({evaluation.TTA_VIEWS[chosen]})"
+    assert row["T"] == f"{as_notebook_04['temperature']['value']:.3f}"
+    held_out = as_notebook_04["temperature"]["class_bias"]["cross_validation"]
+    assert row["held-out without / with class biases"] == f"{held_out['without']:.3f} / {held_out['with']:.3f}"
+    assert row["biases applied"] == "yes"
+    orientations = as_notebook_04["tta"]["orientations"]["validation"]
+    assert row["one view as stored"] == f"{orientations[0]:.3f}" and len(orientations) == 8

@@ -6,8 +6,8 @@ recipe "as notebook 04 scores them" without reading their test splits.
 
     .venv/bin/python benchmarks/validation_choices.py outputs/ham10000_finetune [more run folders ...]
 
-Each run's own params.yaml says its image size and decision modes (`--tta` and `--class-bias` override them; a
-run whose recipe had neither still shows what `auto` would take). All 8 right-angle views of every validation image
+Each run's own params.yaml says its image size and decision modes; `--tta auto --class-bias auto` shows what the
+recipe's modes would take for a run made with others. All 8 right-angle views of every validation image
 are predicted (~1-2 minutes a run on 2 CPU cores). Prints one markdown table; writes nothing.
 """
 

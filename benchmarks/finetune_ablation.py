@@ -143,8 +143,11 @@ VARIANTS = {
     "erasing_on_recipe": (FINETUNE, ["train.augmentation.erasing=0.5"],
                           "tried, not adopted: random erasing in half of the images on today's recipe (its "
                           "augmentation one affine map)"),
+    "dropout_0.1": (FINETUNE, ["model.dropout=0.1"],
+                    "tried, not adopted: today's recipe with dropout 0.1 before the classifier instead of 0.25"),
 }
-ON_THE_RECIPE = {"recipe", "bfloat16", "low_resolution_160", "low_resolution_144", "erasing_on_recipe"}
+ON_THE_RECIPE = {"recipe", "bfloat16", "low_resolution_160", "low_resolution_144", "erasing_on_recipe",
+                 "dropout_0.1"}
 VARIANTS = {name: (recipe, overrides if recipe != FINETUNE or name in ON_THE_RECIPE
                    else ["train.augmentation.one_resampling=false", *overrides], what)
             for name, (recipe, overrides, what) in VARIANTS.items()}

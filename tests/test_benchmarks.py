@@ -77,5 +77,9 @@ def test_validation_choices_decides_as_notebook_04_without_reading_the_test_spli
     held_out = as_notebook_04["temperature"]["class_bias"]["cross_validation"]
     assert row["held-out without / with class biases"] == f"{held_out['without']:.3f} / {held_out['with']:.3f}"
     assert row["biases applied"] == "yes"
+    with_8_views = evaluation.evaluate(validation, validation, classes, train_labels=validation.rows["label"],
+                                       tta="dihedral", class_bias="on", n_resamples=0)
+    held_out_8 = with_8_views["temperature"]["class_bias"]["cross_validation"]["with"]
+    assert row["held-out with class biases, by views"].endswith(f"dihedral {held_out_8:.3f}")
     orientations = as_notebook_04["tta"]["orientations"]["validation"]
     assert row["one view as stored"] == f"{orientations[0]:.3f}" and len(orientations) == 8

@@ -42,14 +42,16 @@ def validation_choices(run_dir, tta=None, class_bias=None):
     if validation is None:
         raise SystemExit(f"{run_dir} has no validation split to decide on")
     true = evaluation.label_indices(validation.rows["label"], classes)
+
+    def biases(views, mode):  # notebook 04's order: the temperature fitted to the views' average, then the biases
+        probabilities = validation.probabilities(views)
+        temperature = statistics.fit_temperature(true, probabilities)
+        return temperature, evaluation.choose_class_bias(mode, true, statistics.apply_temperature(
+            probabilities, temperature), classes, run_params.train.class_weight)
+
     choice = evaluation.choose_tta(tta, validation, classes)
-    probabilities = validation.probabilities(choice["chosen"])
-    temperature = statistics.fit_temperature(true, probabilities)
-    bias = evaluation.choose_class_bias(class_bias, true, statistics.apply_temperature(probabilities, temperature),
-                                        classes, run_params.train.class_weight)
-    by_views = {views: evaluation.choose_class_bias("on", true, statistics.apply_temperature(
-        validation.probabilities(views), statistics.fit_temperature(true, validation.probabilities(views))),
-        classes, run_params.train.class_weight)["cross_validation"] for views in ("flips", "dihedral")}
+    temperature, bias = biases(choice["chosen"], class_bias)
+    by_views = {views: biases(views, "on")[1]["cross_validation"] for views in ("flips", "dihedral")}
     orientations = choice["orientations"]["validation"]
     held_out = (bias or {}).get("cross_validation")
     training = artifacts.read_json(Path(run_dir) / "training.json", missing={})

@@ -54,7 +54,7 @@ def validation_choices(run_dir, tta=None, class_bias=None):
     by_views = {views: biases(views, "on")[1]["cross_validation"] for views in ("flips", "dihedral")}
     orientations = choice["orientations"]["validation"]
     held_out = (bias or {}).get("cross_validation")
-    training = artifacts.read_json(Path(run_dir) / "training.json", missing={})
+    training = artifacts.read_json(Path(run_dir) / artifacts.TRAINING, missing={})
     return dict(zip(COLUMNS, [Path(run_dir).name, training.get("best_epoch"), f"{orientations[0]:.3f}",
             f"{np.mean(orientations):.3f} ({min(orientations):.3f}-{max(orientations):.3f})",
             ", ".join(f"{variant} {value:.3f}" for variant, value in choice["validation_balanced_accuracy"].items()),

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 sys.path.insert(0, str(common.PROJECT_ROOT))
-from lib import artifacts, evaluation, params, registry, statistics  # noqa: E402
+from lib import artifacts, evaluation, params, registry  # noqa: E402
 
 COLUMNS = ["run", "best epoch", "one view as stored", "one view over the orientations (min-max)",
            "views: balanced accuracy", "views chosen", "T", "held-out without / with class biases",
@@ -41,17 +41,10 @@ def validation_choices(run_dir, tta=None, class_bias=None):
                                           batch_size=run_params.train.batch_size)
     if validation is None:
         raise SystemExit(f"{run_dir} has no validation split to decide on")
-    true = evaluation.label_indices(validation.rows["label"], classes)
-
-    def biases(views, mode):  # notebook 04's order: the temperature fitted to the views' average, then the biases
-        probabilities = validation.probabilities(views)
-        temperature = statistics.fit_temperature(true, probabilities)
-        return temperature, evaluation.choose_class_bias(mode, true, statistics.apply_temperature(
-            probabilities, temperature), classes, run_params.train.class_weight)
-
-    choice = evaluation.choose_tta(tta, validation, classes)
-    temperature, bias = biases(choice["chosen"], class_bias)
-    by_views = {views: biases(views, "on")[1]["cross_validation"] for views in ("flips", "dihedral")}
+    decisions = evaluation.validation_decisions(validation, classes, tta, class_bias, run_params.train.class_weight)
+    choice, temperature, bias = decisions["tta"], decisions["temperature"], decisions["class_bias"]
+    by_views = {views: evaluation.validation_decisions(validation, classes, views, "on", run_params.train.class_weight)
+                ["class_bias"]["cross_validation"] for views in ("flips", "dihedral")}
     orientations = choice["orientations"]["validation"]
     held_out = (bias or {}).get("cross_validation")
     training = artifacts.read_json(Path(run_dir) / artifacts.TRAINING, missing={})

@@ -347,11 +347,10 @@ def choose_class_bias(mode, validation_true, validation_probabilities, class_nam
             "weights": dict(zip(class_names, map(float, weights))), "cross_validation": cross_validation}
 
 
-def temperature_scaling(validation_true, validation_probabilities, test_true, test_probabilities):
-    """metrics.json's "temperature": T fitted on the validation split's probabilities (what the web page computes:
-    the mean over the chosen views), and the expected calibration error and the negative log-likelihood (what T
-    minimises, so the ECE may rise where it falls) before and after scaling, on validation and on test."""
-    value = statistics.fit_temperature(validation_true, validation_probabilities)
+def temperature_scaling(value, validation_true, validation_probabilities, test_true, test_probabilities):
+    """metrics.json's "temperature": T `value` (fitted on the validation split's probabilities, what the web page
+    computes: the mean over the chosen views), and the expected calibration error and the negative log-likelihood
+    (what T minimises, so the ECE may rise where it falls) before and after scaling, on validation and on test."""
     scores = {"fitted_on": "validation", "n": int(len(validation_true))}
     for split, true, probabilities in (("validation", validation_true, validation_probabilities),
                                        ("test", test_true, test_probabilities)):
@@ -516,6 +515,22 @@ def _number(value):
     return None if value is None or not np.isfinite(value) else float(value)
 
 
+def validation_decisions(validation, class_names, tta="off", class_bias="off", class_weight=None):
+    """What notebook 04 decides on the validation split alone, in its order, the test split unread: {"tta": the
+    views (`choose_tta`), "temperature": T fitted to those views' average (None without a validation split),
+    "class_bias": the biases fitted after it (`choose_class_bias`, None when off or without validation)}."""
+    choice = choose_tta(tta, validation, class_names)
+    if validation is None:
+        return {"tta": choice, "temperature": None, "class_bias": None}
+    true_indices = label_indices(validation.rows["label"], class_names)
+    probabilities = validation.probabilities(choice["chosen"])
+    temperature = statistics.fit_temperature(true_indices, probabilities)
+    return {"tta": choice, "temperature": temperature,
+            "class_bias": choose_class_bias(class_bias, true_indices,
+                                            statistics.apply_temperature(probabilities, temperature), class_names,
+                                            class_weight)}
+
+
 def evaluate(test, validation, class_names, train_labels, tta="off", n_resamples=1000, target_sensitivity=0.85,
              seed=42, bootstrap_seed=42, class_bias="off", class_weight=None):
     """The content of metrics.json for `SplitPredictions` of the test and validation splits (validation may be
@@ -529,16 +544,15 @@ def evaluate(test, validation, class_names, train_labels, tta="off", n_resamples
     if test is None:
         raise ValueError("no test split to evaluate: set data.test_fraction above 0 (or use a dataset with a test "
                          "folder) and rerun notebook 02_preprocess")
-    choice = choose_tta(tta, validation, class_names)
+    decisions = validation_decisions(validation, class_names, tta, class_bias, class_weight)
+    choice = decisions["tta"]
     views = choice["chosen"]
     test_true = label_indices(test.rows["label"], class_names)
     validation_true = None if validation is None else label_indices(validation.rows["label"], class_names)
-    temperature = None if validation is None else temperature_scaling(
-        validation_true, validation.probabilities(views), test_true, test.probabilities(views))
-    if temperature is not None:
-        temperature["class_bias"] = choose_class_bias(class_bias, validation_true,
-                                                      calibrated(validation, temperature, views), class_names,
-                                                      class_weight)
+    temperature = None if validation is None else {
+        **temperature_scaling(decisions["temperature"], validation_true, validation.probabilities(views), test_true,
+                              test.probabilities(views)),
+        "class_bias": decisions["class_bias"]}
     test_probabilities = calibrated(test, temperature, views)
     metrics = {"classes": list(class_names), "test_set": test_set_fingerprint(test.rows["image_id"]),
                **compute_metrics(test.rows["label"], test_probabilities, class_names)}

@@ -463,6 +463,21 @@ def test_class_biases_fitted_on_validation_undo_the_skew_and_raise_test_balanced
     assert biased["ood"]["threshold"] == pytest.approx(np.quantile(shifted.max(1), 0.05), abs=1e-6)
 
 
+def test_validation_decisions_are_evaluates_made_without_the_test_split():
+    validation = with_noisy_flips(skewed_split(600, "v", seed=15))
+    test = with_noisy_flips(skewed_split(600, "t", seed=16))
+
+    decisions = evaluation.validation_decisions(validation, HAM, tta="auto", class_bias="auto",
+                                                class_weight={"mel": 1.5})
+    metrics = evaluate(test, validation, n_resamples=0, tta="auto", class_bias="auto", class_weight={"mel": 1.5})
+
+    assert decisions["tta"]["chosen"] == metrics["tta"]["chosen"] == "dihedral"
+    assert decisions["temperature"] == metrics["temperature"]["value"]
+    assert decisions["class_bias"] == metrics["temperature"]["class_bias"] and decisions["class_bias"]["applied"]
+    without = evaluation.validation_decisions(None, HAM, tta="auto", class_bias="auto")
+    assert without["tta"]["chosen"] == "off" and without["temperature"] is None and without["class_bias"] is None
+
+
 def test_class_bias_on_applies_it_and_auto_needs_every_class_twice_to_decide():
     test, validation = skewed_split(400, "t", seed=13), skewed_split(400, "v", seed=14)
     assert evaluate(test, validation, n_resamples=0, class_bias="on")["temperature"]["class_bias"]["applied"]

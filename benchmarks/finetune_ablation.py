@@ -146,8 +146,8 @@ VARIANTS = {
     "dropout_0.1": (FINETUNE, ["model.dropout=0.1"],
                     "tried, not adopted: today's recipe with dropout 0.1 before the classifier instead of 0.25"),
     "sqrt_on_recipe": (FINETUNE, ["train.sampling=sqrt"],
-                       "today's recipe drawing classes in proportion to the square root of their counts, the skew "
-                       "left to the class biases fitted on validation"),
+                       "tried, not adopted: today's recipe drawing classes in proportion to the square root of "
+                       "their counts, the skew left to the class biases fitted on validation"),
 }
 ON_THE_RECIPE = {"recipe", "bfloat16", "low_resolution_160", "low_resolution_144", "erasing_on_recipe",
                  "dropout_0.1", "sqrt_on_recipe"}

@@ -340,6 +340,15 @@ def _resampled_indices(labels, seed, exponent):
     return mixed.take(len(labels))
 
 
+def batch_class_shares(labels, num_classes, sampling):
+    """Each class's expected share of the training batches under `sampling` (shuffle: its share of `labels`; the
+    resamplings: count ** exponent, normalised, as `_resampled_indices` draws them), absent classes 0."""
+    counts = np.bincount(np.asarray(labels, np.int64), minlength=num_classes).astype(np.float64)
+    exponent = registry.SAMPLING_EXPONENTS.get(sampling, 1.0)
+    shares = np.where(counts > 0, counts ** exponent, 0.0)
+    return shares / shares.sum()
+
+
 def class_weights(class_weight, labels, classes):
     """Keras `class_weight` ({class index: weight}) from None, "balanced" (sklearn's n / (k * count))
     or a mapping {class name: weight} (unlisted classes weigh 1)."""

@@ -129,6 +129,11 @@ class TrainParams:
     loss: str = field(default="crossentropy", metadata=choice(*registry.LOSSES))
     focal_gamma: float = field(default=2.0, metadata=bounded(0.0, 10.0))  # loss: focal only
     label_smoothing: float = field(default=0.0, metadata=bounded(0.0, 0.5))
+    # logit-adjusted loss (Menon et al. 2021): the training loss adds logit_adjustment x log(each class's share of
+    # the training batches) to the network's logits, so the network itself learns scores that weigh every class the
+    # same, without resampling (with sampling: shuffle; balanced batches have equal shares, where it does nothing).
+    # Usual: 1. 0: off
+    logit_adjustment: float = field(default=0.0, metadata=bounded(0.0, 10.0))
     # MixUp in the augmented phase: blend pairs of a batch's images and their labels by a Beta(mixup, mixup) share
     # (0.2-0.4 are usual); 0: off
     mixup: float = field(default=0.0, metadata=bounded(0.0, 10.0))
@@ -620,6 +625,11 @@ def _check_recipe(params, origin):
         raise ParamsError(f"parameter 'train.low_resolution' {origin.of('train.low_resolution', 'data.image_size')} "
                           f"is {train.low_resolution} px, not below data.image_size ({data.image_size}); lower it, or "
                           f"set train.low_resolution_epochs: 0")
+    if train.logit_adjustment and (train.loss != "crossentropy" or model.output_activation != "softmax"):
+        raise ParamsError(f"parameter 'train.logit_adjustment' "
+                          f"{origin.of('train.logit_adjustment', 'train.loss', 'model.output_activation')} adjusts "
+                          f"a softmax's cross-entropy; set train.loss: crossentropy and model.output_activation: "
+                          f"softmax, or train.logit_adjustment: 0")
     if params.train.class_weight is not None and isinstance(params.train.class_weight, str) \
             and params.train.class_weight != "balanced":
         raise ParamsError(f"parameter 'train.class_weight' {origin.of('train.class_weight')} must be null, "

@@ -265,6 +265,38 @@ class BalancedAccuracy(keras.metrics.Metric):
         return {**super().get_config(), "num_classes": self.num_classes}
 
 
+@keras.saving.register_keras_serializable(package="lib.training")
+class LogitAdjustedCrossentropy(keras.losses.Loss):
+    """Categorical cross-entropy of a softmax's probabilities with `offsets` added to its logits first: with
+    tau x log(class prior) as offsets, the logit-adjusted loss of Menon et al. 2021 ("Long-tail learning via logit
+    adjustment"), whose minimiser's plain softmax weighs every class the same, as balanced accuracy does."""
+
+    def __init__(self, offsets, label_smoothing=0.0, name="logit_adjusted_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.offsets = [float(offset) for offset in offsets]
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        epsilon = keras.config.epsilon()  # the clip of Keras' own cross-entropy on probabilities
+        logits = keras.ops.log(keras.ops.clip(y_pred, epsilon, 1.0)) + keras.ops.convert_to_tensor(self.offsets,
+                                                                                                   y_pred.dtype)
+        return keras.losses.categorical_crossentropy(y_true, logits, from_logits=True,
+                                                     label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "offsets": self.offsets, "label_smoothing": self.label_smoothing}
+
+
+def logit_offsets(logit_adjustment, labels, num_classes, sampling):
+    """The offsets of `LogitAdjustedCrossentropy` for a training set: `logit_adjustment` x the log of each class's
+    share of the training batches (an absent class counts as the rarest present one); None when it is 0."""
+    if not logit_adjustment:
+        return None
+    shares = inputs.batch_class_shares(labels, num_classes, sampling)
+    shares = np.where(shares > 0, shares, shares[shares > 0].min())
+    return (logit_adjustment * np.log(shares)).tolist()
+
+
 def phase_learning_rate(p, phase, steps_per_epoch):
     """The learning rate of `phase` of `plan(p)`: its own schedule, except that the fine-tuning phases of progressive
     resizing share one; the full-size phase decays by a cosine from the rate where the low-resolution one stopped."""
@@ -295,12 +327,13 @@ def learning_rate_schedule(schedule, peak, epochs, warmup_epochs, steps_per_epoc
 
 
 def compile_model(model, optimizer="adam", learning_rate=1e-3, loss="crossentropy", label_smoothing=0.0,
-                  focal_gamma=2.0, weight_decay=None, ema_momentum=None, rate_scales=None):
+                  focal_gamma=2.0, weight_decay=None, ema_momentum=None, rate_scales=None, logit_offsets=None):
     """Compile with the loss (cross-entropy, categorical for softmax outputs and binary for sigmoid outputs on
     one-hot targets, or its focal form) and the metrics of `metric_names`. `learning_rate`: a number or a
     Keras schedule; `weight_decay`: decoupled weight decay, None for the optimizer's default; `ema_momentum`: keep an
     exponential moving average of the weights (None: none), which `make_callbacks(ema=True)` validates and saves;
-    `rate_scales`: each variable's share of the learning rate by path (models.layer_rate_scales), None: one rate."""
+    `rate_scales`: each variable's share of the learning rate by path (models.layer_rate_scales), None: one rate;
+    `logit_offsets`: train a softmax with the logit-adjusted cross-entropy (see `logit_offsets`), None: plain."""
     if optimizer not in registry.OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of: {', '.join(registry.OPTIMIZERS)}")
     if loss not in registry.LOSSES:
@@ -312,6 +345,10 @@ def compile_model(model, optimizer="adam", learning_rate=1e-3, loss="crossentrop
               ("focal", False): keras.losses.CategoricalFocalCrossentropy(gamma=focal_gamma,
                                                                           label_smoothing=label_smoothing),
               ("focal", True): keras.losses.BinaryFocalCrossentropy(gamma=focal_gamma, label_smoothing=label_smoothing)}
+    if logit_offsets is not None:
+        if (loss, sigmoid) != ("crossentropy", False):
+            raise ValueError("logit offsets adjust a softmax's cross-entropy; use loss crossentropy with a softmax")
+        losses[(loss, sigmoid)] = LogitAdjustedCrossentropy(logit_offsets, label_smoothing)
     metrics = [keras.metrics.CategoricalAccuracy(name="accuracy"), BalancedAccuracy(num_classes)]
     metrics += [keras.metrics.TopKCategoricalAccuracy(k, name=f"top{k}_accuracy") for k in TOP_K if num_classes > k]
     metrics.append(keras.metrics.AUC(name="auc"))
@@ -431,8 +468,9 @@ def fit_phase(model, phase, data, p, run_dir, strategy, extra_callbacks=()):
         rate = phase_learning_rate(p, phase, steps)
         scales = models.layer_rate_scales(fitted, p.train.layer_decay) if p.train.layer_decay < 1 and \
             phase.trainable_layers != 0 else None
+        offsets = logit_offsets(p.train.logit_adjustment, data.train.labels, len(data.classes), p.train.sampling)
         compile_model(fitted, p.train.optimizer, rate, p.train.loss, p.train.label_smoothing, p.train.focal_gamma,
-                      p.train.weight_decay, p.train.ema_momentum, scales)
+                      p.train.weight_decay, p.train.ema_momentum, scales, offsets)
         if phase.image_size:  # compiled only to be evaluated, at full size, by _ValidateAtFullSize
             compile_model(model, loss=p.train.loss, label_smoothing=p.train.label_smoothing,
                           focal_gamma=p.train.focal_gamma)

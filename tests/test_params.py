@@ -78,6 +78,8 @@ def test_overrides_set_dotted_keys_parsed_as_yaml(tmp_path):
     ("name: x\ntrain: {fine_tune_epochs: 4}\n", "train.low_resolution_epochs=4", "'train.low_resolution_epochs'"),
     ("name: x\ntrain: {fine_tune_epochs: 4, low_resolution_epochs: 2}\n", "train.low_resolution=224",
      "'train.low_resolution'"),
+    # the logit adjustment shifts a softmax's logits inside its cross-entropy
+    ("name: x\ntrain: {loss: focal}\n", "train.logit_adjustment=1", "'train.logit_adjustment'"),
 ])
 def test_bad_parameter_names_the_key_and_the_file(tmp_path, text, override, named):
     path = write(tmp_path, text)

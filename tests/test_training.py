@@ -223,6 +223,36 @@ def test_balanced_accuracy_metric_matches_scikit_learn():
     assert float(metric.result()) == 0.0
 
 
+def test_logit_adjusted_loss_is_the_cross_entropy_of_the_softmax_with_the_log_priors_added_to_its_logits():
+    targets = np.eye(3, dtype="float32")[[0, 1, 2, 2]]
+    logits = np.array([[2.0, 0.5, -1.0], [0.1, 1.5, 0.3], [0.0, 0.0, 0.2], [1.0, -0.5, 0.4]], "float32")
+    probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(logits))
+    offsets = training.logit_offsets(1.0, [0] * 6 + [1] * 3 + [2], 3, "shuffle")
+    np.testing.assert_allclose(offsets, np.log([0.6, 0.3, 0.1]), rtol=1e-6)
+    adjusted = keras.ops.convert_to_numpy(keras.ops.log_softmax(logits + np.float32(offsets)))
+    expected = -np.mean(np.sum(targets * adjusted, axis=1))
+    loss = training.LogitAdjustedCrossentropy(offsets)
+    assert float(loss(targets, probabilities)) == pytest.approx(expected, rel=1e-5)
+    assert float(loss(targets, probabilities)) > float(keras.losses.CategoricalCrossentropy()(targets, probabilities)), \
+        "the rare class's targets weigh more: its logit is lowered before the loss"
+    balanced = training.LogitAdjustedCrossentropy(training.logit_offsets(1.0, [0] * 6 + [1] * 3 + [2], 3, "balanced"),
+                                                  label_smoothing=0.1)
+    assert float(balanced(targets, probabilities)) == pytest.approx(
+        float(keras.losses.CategoricalCrossentropy(label_smoothing=0.1)(targets, probabilities)), rel=1e-5), \
+        "balanced batches have equal shares: nothing to adjust"
+    assert training.logit_offsets(0.0, [0, 1], 2, "shuffle") is None
+
+
+@pytest.mark.slow
+def test_fine_tuning_with_the_logit_adjustment_trains_on_the_adjusted_loss(run_folder):
+    p = tiny_params(epochs=1, fine_tune_epochs=1, sampling="shuffle", logit_adjustment=1.0)
+    model, _ = training.train(run_folder, p, strategy="default")
+    assert isinstance(model.loss, training.LogitAdjustedCrossentropy)
+    data = training.read_data(run_folder, p.data.image_size)
+    shares = np.bincount(data.train.labels, minlength=len(data.classes)) / len(data.train.labels)
+    np.testing.assert_allclose(model.loss.offsets, np.log(shares), rtol=1e-6)
+
+
 def test_cosine_schedule_warms_up_then_decays_to_zero_over_the_phase():
     schedule = training.learning_rate_schedule("cosine", 0.01, epochs=5, warmup_epochs=1, steps_per_epoch=10)
     rates = [float(schedule(step)) for step in (0, 5, 10, 30, 50)]

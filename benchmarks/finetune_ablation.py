@@ -149,11 +149,15 @@ VARIANTS = {
                        "tried, not adopted: today's recipe drawing classes in proportion to the square root of "
                        "their counts, the skew left to the class biases fitted on validation"),
     "logit_adjusted_on_recipe": (FINETUNE, ["train.sampling=shuffle", "train.logit_adjustment=1.0"],
-                                 "today's recipe with every image drawn once an epoch (no resampling) and the "
-                                 "logit-adjusted loss (Menon et al. 2021) weighing the classes instead"),
+                                 "tried, not adopted: today's recipe with every image drawn once an epoch (no "
+                                 "resampling) and the logit-adjusted loss (Menon et al. 2021) weighing the classes"),
+    "sgd_momentum_on_recipe": (FINETUNE, ["train.optimizer=sgd", "train.momentum=0.9", "train.learning_rate=0.01",
+                                          "train.fine_tune_learning_rate=0.003"],
+                               "today's recipe with SGD and momentum 0.9 instead of AdamW, the head at 10x its "
+                               "rate, fine-tuning at 30x"),
 }
 ON_THE_RECIPE = {"recipe", "bfloat16", "low_resolution_160", "low_resolution_144", "erasing_on_recipe",
-                 "dropout_0.1", "sqrt_on_recipe", "logit_adjusted_on_recipe"}
+                 "dropout_0.1", "sqrt_on_recipe", "logit_adjusted_on_recipe", "sgd_momentum_on_recipe"}
 VARIANTS = {name: (recipe, overrides if recipe != FINETUNE or name in ON_THE_RECIPE
                    else ["train.augmentation.one_resampling=false", *overrides], what)
             for name, (recipe, overrides, what) in VARIANTS.items()}

@@ -125,6 +125,7 @@ class TrainParams:
     learning_rate: float = field(default=1e-3, metadata=bounded(0.0, 10.0))  # the peak, with schedule: cosine
     schedule: str = field(default="constant", metadata=choice(*registry.SCHEDULES))  # per phase
     warmup_epochs: float = field(default=0.0, metadata=bounded(0.0, 1000.0))  # schedule: cosine only
+    momentum: float = field(default=0.0, metadata=bounded(0.0, 0.999))  # sgd and rmsprop only (Keras' default: 0)
     weight_decay: typing.Optional[float] = field(default=None, metadata=bounded(0.0, 1.0))  # None: the optimizer's
     loss: str = field(default="crossentropy", metadata=choice(*registry.LOSSES))
     focal_gamma: float = field(default=2.0, metadata=bounded(0.0, 10.0))  # loss: focal only
@@ -625,6 +626,10 @@ def _check_recipe(params, origin):
         raise ParamsError(f"parameter 'train.low_resolution' {origin.of('train.low_resolution', 'data.image_size')} "
                           f"is {train.low_resolution} px, not below data.image_size ({data.image_size}); lower it, or "
                           f"set train.low_resolution_epochs: 0")
+    if train.momentum and train.optimizer not in ("sgd", "rmsprop"):
+        raise ParamsError(f"parameter 'train.momentum' {origin.of('train.momentum', 'train.optimizer')} is for "
+                          f"train.optimizer sgd or rmsprop ({train.optimizer} keeps its own moving averages); "
+                          f"set train.momentum: 0, or choose sgd")
     if train.logit_adjustment and (train.loss != "crossentropy" or model.output_activation != "softmax"):
         raise ParamsError(f"parameter 'train.logit_adjustment' "
                           f"{origin.of('train.logit_adjustment', 'train.loss', 'model.output_activation')} adjusts "

@@ -269,7 +269,10 @@ class BalancedAccuracy(keras.metrics.Metric):
 class LogitAdjustedCrossentropy(keras.losses.Loss):
     """Categorical cross-entropy of a softmax's probabilities with `offsets` added to its logits first: with
     tau x log(class prior) as offsets, the logit-adjusted loss of Menon et al. 2021 ("Long-tail learning via logit
-    adjustment"), whose minimiser's plain softmax weighs every class the same, as balanced accuracy does."""
+    adjustment"), whose minimiser's plain softmax weighs every class the same, as balanced accuracy does. Label
+    smoothing spreads its share by softmax(offsets), the prior, not evenly: even shares in the adjusted scores would
+    be a floor of up to prior ratio x the smoothing in the plain ones (~70x for df against nv), which then answer the
+    rare classes for any image; shares by the prior are an even floor in the plain scores."""
 
     def __init__(self, offsets, label_smoothing=0.0, name="logit_adjusted_crossentropy", **kwargs):
         super().__init__(name=name, **kwargs)
@@ -278,10 +281,11 @@ class LogitAdjustedCrossentropy(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         epsilon = keras.config.epsilon()  # the clip of Keras' own cross-entropy on probabilities
-        logits = keras.ops.log(keras.ops.clip(y_pred, epsilon, 1.0)) + keras.ops.convert_to_tensor(self.offsets,
-                                                                                                   y_pred.dtype)
-        return keras.losses.categorical_crossentropy(y_true, logits, from_logits=True,
-                                                     label_smoothing=self.label_smoothing)
+        offsets = keras.ops.convert_to_tensor(self.offsets, y_pred.dtype)
+        logits = keras.ops.log(keras.ops.clip(y_pred, epsilon, 1.0)) + offsets
+        targets = (1.0 - self.label_smoothing) * keras.ops.cast(y_true, y_pred.dtype) + \
+            self.label_smoothing * keras.ops.softmax(offsets)
+        return keras.losses.categorical_crossentropy(targets, logits, from_logits=True)
 
     def get_config(self):
         return {**super().get_config(), "offsets": self.offsets, "label_smoothing": self.label_smoothing}
@@ -327,13 +331,15 @@ def learning_rate_schedule(schedule, peak, epochs, warmup_epochs, steps_per_epoc
 
 
 def compile_model(model, optimizer="adam", learning_rate=1e-3, loss="crossentropy", label_smoothing=0.0,
-                  focal_gamma=2.0, weight_decay=None, ema_momentum=None, rate_scales=None, logit_offsets=None):
+                  focal_gamma=2.0, weight_decay=None, ema_momentum=None, rate_scales=None, logit_offsets=None,
+                  momentum=0.0):
     """Compile with the loss (cross-entropy, categorical for softmax outputs and binary for sigmoid outputs on
     one-hot targets, or its focal form) and the metrics of `metric_names`. `learning_rate`: a number or a
     Keras schedule; `weight_decay`: decoupled weight decay, None for the optimizer's default; `ema_momentum`: keep an
     exponential moving average of the weights (None: none), which `make_callbacks(ema=True)` validates and saves;
     `rate_scales`: each variable's share of the learning rate by path (models.layer_rate_scales), None: one rate;
-    `logit_offsets`: train a softmax with the logit-adjusted cross-entropy (see `logit_offsets`), None: plain."""
+    `logit_offsets`: train a softmax with the logit-adjusted cross-entropy (see `logit_offsets`), None: plain;
+    `momentum`: SGD's or RMSprop's (the others take none)."""
     if optimizer not in registry.OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of: {', '.join(registry.OPTIMIZERS)}")
     if loss not in registry.LOSSES:
@@ -353,6 +359,10 @@ def compile_model(model, optimizer="adam", learning_rate=1e-3, loss="crossentrop
     metrics += [keras.metrics.TopKCategoricalAccuracy(k, name=f"top{k}_accuracy") for k in TOP_K if num_classes > k]
     metrics.append(keras.metrics.AUC(name="auc"))
     extra = {} if weight_decay is None else {"weight_decay": weight_decay}
+    if momentum:
+        if optimizer not in ("sgd", "rmsprop"):
+            raise ValueError(f"momentum is for sgd or rmsprop, not {optimizer}")
+        extra["momentum"] = momentum
     if ema_momentum is not None:
         extra.update(use_ema=True, ema_momentum=ema_momentum)
     optimizer = getattr(keras.optimizers, registry.OPTIMIZERS[optimizer])(learning_rate=learning_rate, **extra)
@@ -470,7 +480,7 @@ def fit_phase(model, phase, data, p, run_dir, strategy, extra_callbacks=()):
             phase.trainable_layers != 0 else None
         offsets = logit_offsets(p.train.logit_adjustment, data.train.labels, len(data.classes), p.train.sampling)
         compile_model(fitted, p.train.optimizer, rate, p.train.loss, p.train.label_smoothing, p.train.focal_gamma,
-                      p.train.weight_decay, p.train.ema_momentum, scales, offsets)
+                      p.train.weight_decay, p.train.ema_momentum, scales, offsets, p.train.momentum)
         if phase.image_size:  # compiled only to be evaluated, at full size, by _ValidateAtFullSize
             compile_model(model, loss=p.train.loss, label_smoothing=p.train.label_smoothing,
                           focal_gamma=p.train.focal_gamma)

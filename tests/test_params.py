@@ -80,6 +80,7 @@ def test_overrides_set_dotted_keys_parsed_as_yaml(tmp_path):
      "'train.low_resolution'"),
     # the logit adjustment shifts a softmax's logits inside its cross-entropy
     ("name: x\ntrain: {loss: focal}\n", "train.logit_adjustment=1", "'train.logit_adjustment'"),
+    ("name: x\ntrain: {optimizer: adamw}\n", "train.momentum=0.9", "'train.momentum'"),  # Adam has its own
 ])
 def test_bad_parameter_names_the_key_and_the_file(tmp_path, text, override, named):
     path = write(tmp_path, text)

@@ -240,6 +240,11 @@ def test_logit_adjusted_loss_is_the_cross_entropy_of_the_softmax_with_the_log_pr
     assert float(balanced(targets, probabilities)) == pytest.approx(
         float(keras.losses.CategoricalCrossentropy(label_smoothing=0.1)(targets, probabilities)), rel=1e-5), \
         "balanced batches have equal shares: nothing to adjust"
+    prior = np.array([0.6, 0.3, 0.1])
+    smoothed = training.LogitAdjustedCrossentropy(offsets, label_smoothing=0.1)
+    assert float(smoothed(targets, probabilities)) == pytest.approx(
+        -np.mean(np.sum((0.9 * targets + 0.1 * prior) * adjusted, axis=1)), rel=1e-5), \
+        "smoothing spreads by the prior, an even floor in the plain scores"
     assert training.logit_offsets(0.0, [0, 1], 2, "shuffle") is None
 
 
@@ -287,6 +292,26 @@ def test_layer_rate_scales_set_each_variables_share_of_the_update(tmp_path, opti
     stock = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}[optimizer]
     assert type(reloaded.optimizer) is type(model.optimizer) is stock
     np.testing.assert_allclose(reloaded.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-5)
+
+
+def test_sgd_momentum_carries_the_previous_step_into_the_next():
+    images, labels = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)), np.eye(3)[[0, 1, 2, 0, 1, 2, 0, 1]]
+    start = models.build_model("small_cnn", 3, 32, alpha=0.25, dropout=0.0)
+
+    def second_step(momentum):
+        model = keras.models.clone_model(start)
+        model.set_weights(start.get_weights())
+        training.compile_model(model, "sgd", 0.01, momentum=momentum)
+        model.train_on_batch(images, labels)
+        before = model.get_layer("predictions").kernel.numpy()
+        model.train_on_batch(images, labels)
+        return np.abs(model.get_layer("predictions").kernel.numpy() - before).sum(), model.optimizer.momentum
+
+    (plain, no_momentum), (carried, momentum) = second_step(0.0), second_step(0.9)
+    assert (no_momentum, momentum) == (0.0, 0.9)
+    assert carried > 1.5 * plain, "the second step adds 0.9 of the first to its own"
+    with pytest.raises(ValueError, match="momentum is for sgd or rmsprop"):
+        training.compile_model(keras.models.clone_model(start), "adamw", 0.01, momentum=0.9)
 
 
 def test_mixed_precision_policy_survives_model_building(run_folder):

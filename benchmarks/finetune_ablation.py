@@ -152,9 +152,9 @@ VARIANTS = {
                                  "tried, not adopted: today's recipe with every image drawn once an epoch (no "
                                  "resampling) and the logit-adjusted loss (Menon et al. 2021) weighing the classes"),
     "sgd_momentum_on_recipe": (FINETUNE, ["train.optimizer=sgd", "train.momentum=0.9", "train.learning_rate=0.01",
-                                          "train.fine_tune_learning_rate=0.003"],
+                                          "train.fine_tune_learning_rate=0.0005"],
                                "today's recipe with SGD and momentum 0.9 instead of AdamW, the head at 10x its "
-                               "rate, fine-tuning at 30x"),
+                               "rate, fine-tuning at 5x"),
 }
 ON_THE_RECIPE = {"recipe", "bfloat16", "low_resolution_160", "low_resolution_144", "erasing_on_recipe",
                  "dropout_0.1", "sqrt_on_recipe", "logit_adjusted_on_recipe", "sgd_momentum_on_recipe"}

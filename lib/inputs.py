@@ -330,8 +330,7 @@ def _resampled_indices(labels, seed, exponent):
     """Indices into `labels`, as many per epoch as there are labels, each present class drawn in proportion to
     its count ** `exponent` (0: equally often), each class's images reshuffled whenever they are used up."""
     present, counts = np.unique(labels, return_counts=True)
-    shares = counts.astype(np.float64) ** exponent
-    shares /= shares.sum()
+    shares = _drawn_shares(counts, exponent)
     per_class = [tf.data.Dataset.from_tensor_slices(np.flatnonzero(labels == label).astype(np.int64))
                  .shuffle(int(count), seed=seed + int(label), reshuffle_each_iteration=True)
                  .repeat() for label, count in zip(present, counts)]
@@ -342,9 +341,14 @@ def _resampled_indices(labels, seed, exponent):
 
 def batch_class_shares(labels, num_classes, sampling):
     """Each class's expected share of the training batches under `sampling` (shuffle: its share of `labels`; the
-    resamplings: count ** exponent, normalised, as `_resampled_indices` draws them), absent classes 0."""
-    counts = np.bincount(np.asarray(labels, np.int64), minlength=num_classes).astype(np.float64)
-    exponent = registry.SAMPLING_EXPONENTS.get(sampling, 1.0)
+    resamplings: as `_resampled_indices` draws them), absent classes 0."""
+    counts = np.bincount(np.asarray(labels, np.int64), minlength=num_classes)
+    return _drawn_shares(counts, registry.SAMPLING_EXPONENTS.get(sampling, 1.0))
+
+
+def _drawn_shares(counts, exponent):
+    """Each class's share of the draws when a class is drawn in proportion to its count ** `exponent` (absent: 0)."""
+    counts = np.asarray(counts, np.float64)
     shares = np.where(counts > 0, counts ** exponent, 0.0)
     return shares / shares.sum()
 

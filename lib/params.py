@@ -626,7 +626,7 @@ def _check_recipe(params, origin):
         raise ParamsError(f"parameter 'train.low_resolution' {origin.of('train.low_resolution', 'data.image_size')} "
                           f"is {train.low_resolution} px, not below data.image_size ({data.image_size}); lower it, or "
                           f"set train.low_resolution_epochs: 0")
-    if train.momentum and train.optimizer not in ("sgd", "rmsprop"):
+    if train.momentum and train.optimizer not in registry.MOMENTUM_OPTIMIZERS:
         raise ParamsError(f"parameter 'train.momentum' {origin.of('train.momentum', 'train.optimizer')} is for "
                           f"train.optimizer sgd or rmsprop ({train.optimizer} keeps its own moving averages); "
                           f"set train.momentum: 0, or choose sgd")

@@ -36,6 +36,7 @@ HEADS = ("pooled", "dense")
 OUTPUT_ACTIVATIONS = ("softmax", "sigmoid")
 
 OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop"}  # keras.optimizers names
+MOMENTUM_OPTIMIZERS = ("sgd", "rmsprop")  # the ones taking train.momentum; Adam keeps its own moving averages
 LOSSES = ("crossentropy", "focal")  # categorical (or binary, for sigmoid outputs); keras' CategoricalFocalCrossentropy
 # shuffle: the data's own class shares; the resamplings draw a class in proportion to count ** exponent: balanced
 # in equal shares, sqrt in proportion to the square root of its count (Mahajan et al. 2018), between the two

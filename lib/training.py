@@ -360,7 +360,7 @@ def compile_model(model, optimizer="adam", learning_rate=1e-3, loss="crossentrop
     metrics.append(keras.metrics.AUC(name="auc"))
     extra = {} if weight_decay is None else {"weight_decay": weight_decay}
     if momentum:
-        if optimizer not in ("sgd", "rmsprop"):
+        if optimizer not in registry.MOMENTUM_OPTIMIZERS:
             raise ValueError(f"momentum is for sgd or rmsprop, not {optimizer}")
         extra["momentum"] = momentum
     if ema_momentum is not None:

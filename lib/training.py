@@ -479,8 +479,10 @@ def fit_phase(model, phase, data, p, run_dir, strategy, extra_callbacks=()):
         scales = models.layer_rate_scales(fitted, p.train.layer_decay) if p.train.layer_decay < 1 and \
             phase.trainable_layers != 0 else None
         offsets = logit_offsets(p.train.logit_adjustment, data.train.labels, len(data.classes), p.train.sampling)
-        compile_model(fitted, p.train.optimizer, rate, p.train.loss, p.train.label_smoothing, p.train.focal_gamma,
-                      p.train.weight_decay, p.train.ema_momentum, scales, offsets, p.train.momentum)
+        compile_model(fitted, p.train.optimizer, rate, p.train.loss, label_smoothing=p.train.label_smoothing,
+                      focal_gamma=p.train.focal_gamma, weight_decay=p.train.weight_decay,
+                      ema_momentum=p.train.ema_momentum, rate_scales=scales, logit_offsets=offsets,
+                      momentum=p.train.momentum)
         if phase.image_size:  # compiled only to be evaluated, at full size, by _ValidateAtFullSize
             compile_model(model, loss=p.train.loss, label_smoothing=p.train.label_smoothing,
                           focal_gamma=p.train.focal_gamma)

@@ -628,8 +628,8 @@ def _check_recipe(params, origin):
                           f"set train.low_resolution_epochs: 0")
     if train.momentum and train.optimizer not in registry.MOMENTUM_OPTIMIZERS:
         raise ParamsError(f"parameter 'train.momentum' {origin.of('train.momentum', 'train.optimizer')} is for "
-                          f"train.optimizer sgd or rmsprop ({train.optimizer} keeps its own moving averages); "
-                          f"set train.momentum: 0, or choose sgd")
+                          f"train.optimizer {' or '.join(registry.MOMENTUM_OPTIMIZERS)} ({train.optimizer} keeps its own "
+                          f"moving averages); set train.momentum: 0, or choose sgd")
     if train.logit_adjustment and (train.loss != "crossentropy" or model.output_activation != "softmax"):
         raise ParamsError(f"parameter 'train.logit_adjustment' "
                           f"{origin.of('train.logit_adjustment', 'train.loss', 'model.output_activation')} adjusts "

@@ -361,7 +361,7 @@ def compile_model(model, optimizer="adam", learning_rate=1e-3, loss="crossentrop
     extra = {} if weight_decay is None else {"weight_decay": weight_decay}
     if momentum:
         if optimizer not in registry.MOMENTUM_OPTIMIZERS:
-            raise ValueError(f"momentum is for sgd or rmsprop, not {optimizer}")
+            raise ValueError(f"momentum is for {' or '.join(registry.MOMENTUM_OPTIMIZERS)}, not {optimizer}")
         extra["momentum"] = momentum
     if ema_momentum is not None:
         extra.update(use_ema=True, ema_momentum=ema_momentum)

@@ -155,9 +155,13 @@ VARIANTS = {
                                           "train.fine_tune_learning_rate=0.0005"],
                                "today's recipe with SGD and momentum 0.9 instead of AdamW, the head at 10x its "
                                "rate, fine-tuning at 5x"),
+    "gem_pooling_on_recipe": (FINETUNE, ["model.pooling=gem"],
+                              "today's recipe pooling the feature maps by their generalized mean (power 3, learned "
+                              "in fine-tuning) instead of their average"),
 }
 ON_THE_RECIPE = {"recipe", "bfloat16", "low_resolution_160", "low_resolution_144", "erasing_on_recipe",
-                 "dropout_0.1", "sqrt_on_recipe", "logit_adjusted_on_recipe", "sgd_momentum_on_recipe"}
+                 "dropout_0.1", "sqrt_on_recipe", "logit_adjusted_on_recipe", "sgd_momentum_on_recipe",
+                 "gem_pooling_on_recipe"}
 VARIANTS = {name: (recipe, overrides if recipe != FINETUNE or name in ON_THE_RECIPE
                    else ["train.augmentation.one_resampling=false", *overrides], what)
             for name, (recipe, overrides, what) in VARIANTS.items()}

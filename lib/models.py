@@ -8,7 +8,7 @@ the TF.js export rely on:
       -> optional "colour_constancy" layer (Shades of Gray: each image's colour cast removed)
       -> "preprocess" layer (the backbone's own preprocess_input, serializable, no Lambda)
       -> "backbone" (a nested functional model: conv feature maps, (None, h, w, c))
-      -> "pool" (GlobalAveragePooling2D or GlobalMaxPooling2D, (None, c))
+      -> "pool" (GlobalAveragePooling2D, GlobalMaxPooling2D or GeneralizedMeanPooling, (None, c))
       -> head: [Dense "dense_i" + Dropout "dropout_i"] per hidden layer, Dropout "dropout",
          Dense "predictions" (float32 probabilities, order of classes.json)
 
@@ -68,6 +68,37 @@ class ShadesOfGray(layers.Layer):
         return {**super().get_config(), "power": self.power}
 
 
+@keras.saving.register_keras_serializable(package="lib.models")
+class GeneralizedMeanPooling(layers.Layer):
+    """GeM pooling (Radenovic et al. 2018): each channel's `power`-mean over the feature map, (None, h, w, c) ->
+    (None, c); power 1 is average pooling and a large power approaches max pooling, so the strongest responses
+    (a lesion's, in part of the image) weigh more than the background's. The power is learned with the backbone
+    (not in a head phase on cached features, which are pooled at the initial power)."""
+
+    def __init__(self, power=3.0, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # x ** p of small activations underflows in float16
+        super().__init__(**kwargs)
+        self.initial_power = power
+
+    def build(self, input_shape):
+        self.power = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.initial_power),
+                                     name="power")
+
+    def call(self, inputs):
+        ops = keras.ops
+        power = ops.maximum(self.power, 1.0)  # below 1 it is no longer between the mean and the max
+        clipped = ops.maximum(ops.cast(inputs, "float32"), 1e-6)  # a negative base has no real power
+        peak = ops.max(clipped, axis=(1, 2), keepdims=True)  # scaled to at most 1, x ** p cannot overflow
+        mean = ops.mean(ops.power(clipped / peak, power), axis=(1, 2))
+        return ops.squeeze(peak, axis=(1, 2)) * ops.power(mean, 1.0 / power)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "power": self.initial_power}
+
+
 COLOUR_CONSTANCY = {"none": None, "shades_of_gray": lambda: ShadesOfGray(name="colour_constancy")}
 
 
@@ -110,7 +141,7 @@ PREPROCESSING = {
     "none": lambda: layers.Identity(name="preprocess"),
 }
 
-POOLING = {"avg": layers.GlobalAveragePooling2D, "max": layers.GlobalMaxPooling2D}
+POOLING = {"avg": layers.GlobalAveragePooling2D, "max": layers.GlobalMaxPooling2D, "gem": GeneralizedMeanPooling}
 RECIPE_B_DENSE_UNITS = (512, 512, 512)
 
 

@@ -30,7 +30,7 @@ BACKBONES = {
 }
 # "tf": [-1, 1]; "caffe": BGR minus the ImageNet mean; "unit": [0, 1]; "none": as is
 PREPROCESSINGS = ("tf", "caffe", "unit", "none")
-POOLINGS = ("avg", "max")
+POOLINGS = ("avg", "max", "gem")  # gem: generalized mean, its power learned in fine-tuning
 COLOUR_CONSTANCIES = ("none", "shades_of_gray")  # shades_of_gray: each image's colour cast removed in the model
 HEADS = ("pooled", "dense")
 OUTPUT_ACTIVATIONS = ("softmax", "sigmoid")

@@ -151,6 +151,28 @@ def test_colour_constancy_computes_in_float32_under_mixed_precision():
     assert models.as_float32(model).get_layer("colour_constancy").dtype_policy.name == "float32"
 
 
+def test_generalized_mean_pooling_lies_between_the_average_and_the_max():
+    maps = np.random.default_rng(0).uniform(0, 6, (2, 7, 7, 4)).astype("float32")
+    np.testing.assert_allclose(models.GeneralizedMeanPooling(power=1.0)(maps), maps.mean(axis=(1, 2)), rtol=1e-5)
+    gem = np.asarray(models.GeneralizedMeanPooling(power=3.0)(maps))
+    assert np.all(gem > maps.mean(axis=(1, 2))) and np.all(gem < maps.max(axis=(1, 2)))
+    np.testing.assert_allclose(models.GeneralizedMeanPooling(power=200.0)(maps), maps.max(axis=(1, 2)), rtol=0.03)
+
+
+def test_a_gem_model_learns_its_power_and_reloads(tmp_path):
+    model = models.build_model("small_cnn", num_classes=2, image_size=16, pooling="gem")
+    pool = model.get_layer("pool")
+    assert isinstance(pool, models.GeneralizedMeanPooling) and pool.dtype_policy.name == "float32"
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="categorical_crossentropy")
+    model.fit(raw_images(8, 16), np.eye(2, dtype="float32")[[0, 1] * 4], epochs=2, verbose=0)
+    assert float(pool.power.numpy()) != 3.0
+    model.save(tmp_path / "model.keras")
+    reloaded = keras.models.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(reloaded.predict(raw_images(3, 16), verbose=0), model.predict(raw_images(3, 16),
+                                                                                            verbose=0), atol=1e-6)
+    assert float(reloaded.get_layer("pool").power.numpy()) == float(pool.power.numpy())
+
+
 def test_unknown_backbone_lists_the_choices():
     with pytest.raises(ValueError, match="unknown backbone 'mobilenetv1'; choose one of: mobilenet, "):
         models.build_model("mobilenetv1", num_classes=2, image_size=32)

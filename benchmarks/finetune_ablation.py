@@ -156,12 +156,14 @@ VARIANTS = {
                                "today's recipe with SGD and momentum 0.9 instead of AdamW, the head at 10x its "
                                "rate, fine-tuning at 5x"),
     "gem_pooling_on_recipe": (FINETUNE, ["model.pooling=gem"],
-                              "today's recipe pooling the feature maps by their generalized mean (power 3, learned "
-                              "in fine-tuning) instead of their average"),
+                              "tried, not adopted: today's recipe pooling the feature maps by their generalized "
+                              "mean (power 3, learned in fine-tuning) instead of their average"),
+    "zoom_0.25": (FINETUNE, ["train.augmentation.zoom_range=0.25"],
+                  "today's recipe zooming +-25% instead of +-15%"),
 }
 ON_THE_RECIPE = {"recipe", "bfloat16", "low_resolution_160", "low_resolution_144", "erasing_on_recipe",
                  "dropout_0.1", "sqrt_on_recipe", "logit_adjusted_on_recipe", "sgd_momentum_on_recipe",
-                 "gem_pooling_on_recipe"}
+                 "gem_pooling_on_recipe", "zoom_0.25"}
 VARIANTS = {name: (recipe, overrides if recipe != FINETUNE or name in ON_THE_RECIPE
                    else ["train.augmentation.one_resampling=false", *overrides], what)
             for name, (recipe, overrides, what) in VARIANTS.items()}

@@ -1,6 +1,7 @@
-"""Compute precision on this CPU: float32 vs mixed_bfloat16 (and the cost of deterministic ops and of XLA),
-measured on the two workloads that dominate the recipes: fine-tuning MobileNet (ham10000_finetune) and VGG19's one
-feature pass (isic_vgg19). `train.mixed_precision: auto` (lib.training.resolve_precision) follows this table.
+"""Compute precision on this CPU: float32 vs mixed_bfloat16 and vs bfloat16 in the plain convolutions only (and
+the cost of deterministic ops and of XLA), measured on the two workloads that dominate the recipes: fine-tuning
+MobileNet (ham10000_finetune) and VGG19's one feature pass (isic_vgg19). `train.mixed_precision: auto`
+(lib.training.resolve_precision) follows this table.
 
     .venv/bin/python benchmarks/precision.py                 # ~5 min on 2 cores
     .venv/bin/python benchmarks/precision.py --repeats 5     # steadier medians
@@ -30,12 +31,15 @@ CHILD = textwrap.dedent("""
     import numpy as np, keras
     from lib import models, training
     job = json.loads(sys.argv[1])
-    keras.config.set_dtype_policy(job["policy"])
+    pointwise = job["policy"] == "mixed_bfloat16_pointwise"
+    keras.config.set_dtype_policy("float32" if pointwise else job["policy"])
     if job["deterministic"]:
         training.seed_everything(0, deterministic=True)
     model = models.build_model(job["backbone"], num_classes=7, image_size=job["size"], alpha=job["alpha"],
                                weights=None, head=job["head"], pooling=job["pooling"],
                                trainable_layers=-1 if job["work"] == "train" else 0)
+    if pointwise:
+        models.compute_pointwise_in_bfloat16(model)
     images = np.random.default_rng(0).uniform(0, 255, (job["batch"], job["size"], job["size"], 3)).astype("float32")
     targets = np.eye(7, dtype="float32")[np.arange(job["batch"]) % 7]
     if job["work"] == "train":
@@ -67,7 +71,8 @@ WORKLOADS = {  # name: model and work; batch and steps keep each round to a few 
 
 CONFIGURATIONS = (  # dtype policy, deterministic ops, XLA, column
     ("float32", False, False, "float32"), ("float32", True, False, "float32 deterministic"),
-    ("mixed_bfloat16", False, False, "mixed_bfloat16"), ("float32", False, True, "float32 XLA"))
+    ("mixed_bfloat16", False, False, "mixed_bfloat16"),
+    ("mixed_bfloat16_pointwise", False, False, "bfloat16 pointwise"), ("float32", False, True, "float32 XLA"))
 
 
 def measure(workload, policy, deterministic, xla, repeats):
@@ -93,11 +98,12 @@ def main(argv=None):
             row[column] = measure(workload, policy, deterministic, xla, args.repeats)
             print(workload, column, round(row[column], 1), flush=True)
         row["bfloat16 / float32"] = row["mixed_bfloat16"] / row["float32"]
+        row["pointwise / float32"] = row["bfloat16 pointwise"] / row["float32"]
         row["deterministic / float32"] = row["float32 deterministic"] / row["float32"]
         row["XLA / float32"] = row["float32 XLA"] / row["float32"]
         rows.append(row)
     columns = ["workload", *(column for *_, column in CONFIGURATIONS), "bfloat16 / float32",
-               "deterministic / float32", "XLA / float32"]
+               "pointwise / float32", "deterministic / float32", "XLA / float32"]
     table = common.markdown_table(rows, columns)
     print(table)
     common.update_results("precision", f"""
@@ -110,7 +116,8 @@ Reproduce: `.venv/bin/python benchmarks/precision.py --repeats {args.repeats}`
 {table}
 
 Ratios are within one run of the script (the same machine, minutes apart). `lib.training.resolve_precision`
-chooses the policy of `train.mixed_precision: auto` from these numbers; `train.deterministic: true` (the
+chooses the policy of `train.mixed_precision: auto` from these numbers (`bfloat16 pointwise`:
+`mixed_bfloat16_pointwise`, only the plain convolutions in bfloat16); `train.deterministic: true` (the
 default) costs `deterministic / float32`; XLA is left to Keras (on with a GPU, off on a CPU).
 """)
 

@@ -270,6 +270,17 @@ def as_float32(model):
     return copy
 
 
+def compute_pointwise_in_bfloat16(model):
+    """Set every plain convolution (Conv2D) of `model`'s backbone to compute in bfloat16 (mixed_bfloat16: float32
+    weights), leaving depthwise convolutions, normalisation and the head in float32: on CPUs with bfloat16
+    instructions the dense matrix products gain and oneDNN's depthwise kernels lose (benchmarks/precision.py).
+    Keras casts between the two at each layer's input; the policies are saved with the model."""
+    for layer in model.get_layer("backbone").layers:
+        if isinstance(layer, layers.Conv2D):
+            layer.dtype_policy = "mixed_bfloat16"
+    return model
+
+
 def _all_layers(model):
     for layer in model.layers:
         yield layer

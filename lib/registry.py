@@ -47,7 +47,10 @@ FILL_MODES = ("nearest", "reflect", "wrap", "constant")
 FEATURE_CACHE = ("auto", "on", "off")
 MONITOR_MODES = ("auto", "min", "max")
 STRATEGIES = ("auto", "default", "mirrored", "tpu", "multi_worker")
-PRECISIONS = ("auto", "off", "mixed_float16", "mixed_bfloat16")
+# mixed_bfloat16_pointwise: only the backbone's plain convolutions (MobileNet's 1x1 pointwise ones, a matrix product
+# each) compute in bfloat16, its depthwise convolutions and everything else in float32 (lib.models.POINTWISE_BFLOAT16)
+POINTWISE_BFLOAT16 = "mixed_bfloat16_pointwise"
+PRECISIONS = ("auto", "off", "mixed_float16", "mixed_bfloat16", POINTWISE_BFLOAT16)
 QUANTIZATIONS = ("none", "float16", "uint8")  # of the TF.js weights; how each is done: lib.export.QUANTIZATIONS
 BROWSER_PARITY = ("auto", "on", "off")  # auto: measured in Chromium when it is installed
 # test-time augmentation in evaluation: the image alone, its 4 flips, all 8 right-angle views, or whichever of these

@@ -213,11 +213,14 @@ def build(p, classes, strategy):
     (resolve_precision) and the seeds set, then the model built with the first phase's trainable layers.
     Every monitored metric is checked here, before any training."""
     keras.backend.clear_session()  # also resets the dtype policy: set it after, so it holds for the model
-    keras.config.set_dtype_policy(resolve_precision(p.train.mixed_precision, p.model.backbone))
+    policy = resolve_precision(p.train.mixed_precision, p.model.backbone)
+    keras.config.set_dtype_policy("float32" if policy == registry.POINTWISE_BFLOAT16 else policy)
     seed_everything(p.seed, p.train.deterministic)
     options = {**dataclasses.asdict(p.model), "trainable_layers": plan(p)[0].trainable_layers}
     with strategy.scope():
         model = models.build_model(num_classes=len(classes), image_size=p.data.image_size, **options)
+        if policy == registry.POINTWISE_BFLOAT16:
+            models.compute_pointwise_in_bfloat16(model)
     known = metric_names(len(classes))
     allowed = known + [f"val_{name}" for name in known]
     for key, monitor in (("train.monitor", p.train.monitor),
@@ -519,7 +522,8 @@ def _datasets(model, phase, data, p, run_dir, batch_size, whole_batches):
     train, validation, classes = data.train, data.validation, data.classes
     options = {"sampling": p.train.sampling, "seed": p.seed, "drop_remainder": whole_batches}
     if phase.cached:
-        key = inputs.feature_cache_key(p.model, data.image_size, p.seed, keras.config.dtype_policy().name)
+        key = inputs.feature_cache_key(p.model, data.image_size, p.seed,
+                                       resolve_precision(p.train.mixed_precision, p.model.backbone))
         extractor = models.feature_model(model)
         folder = Path(run_dir) / "features" / key
         features = {name: inputs.cached_features(extractor, folder, name, split.paths, data.image_size)
@@ -667,7 +671,8 @@ def summarize(run_dir, p, data, strategy, results):
                     "resumed": result.resumed} for result in results],
         "device": describe_device(strategy), "strategy": STRATEGY_NAMES.get(type(strategy).__name__,
                                                                             type(strategy).__name__),
-        "replicas": strategy.num_replicas_in_sync, "dtype_policy": keras.config.dtype_policy().name,
+        "replicas": strategy.num_replicas_in_sync,
+        "dtype_policy": resolve_precision(p.train.mixed_precision, p.model.backbone),
         "cpu_bf16_flags": sorted(cpu_flags() & set(BF16_CPU_FLAGS)), "seed": p.seed,
         "deterministic": p.train.deterministic, "feature_cache": any(result.phase.cached for result in results),
         "classes": data.classes, "train_images": len(data.train.paths),

@@ -329,6 +329,34 @@ def test_mixed_precision_policy_survives_model_building(run_folder):
         keras.config.set_dtype_policy("float32")
 
 
+def test_pointwise_bfloat16_computes_only_the_plain_convolutions_in_bfloat16(run_folder, tmp_path):
+    p = params.from_dict({"name": "tiny", "data": {"image_size": 32},
+                          "model": {"backbone": "mobilenet", "alpha": 0.25, "weights": None},
+                          "train": {"batch_size": 8, "mixed_precision": "mixed_bfloat16_pointwise"}})
+    model = training.build(p, artifacts.class_names(run_folder), tf.distribute.get_strategy())
+    assert keras.config.dtype_policy().name == "float32"
+
+    def policies(built):
+        backbone = built.get_layer("backbone").layers
+        return {kind: {layer.dtype_policy.name for layer in backbone if type(layer) is kind}
+                for kind in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.BatchNormalization)}
+
+    assert policies(model) == {keras.layers.Conv2D: {"mixed_bfloat16"}, keras.layers.DepthwiseConv2D: {"float32"},
+                               keras.layers.BatchNormalization: {"float32"}}
+    assert model.get_layer("predictions").dtype_policy.name == "float32"
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    first_conv = next(layer for layer in model.get_layer("backbone").layers if type(layer) is keras.layers.Conv2D)
+    assert first_conv(images).dtype == "bfloat16"  # computed so, not only labelled so
+    training.compile_model(model, "adamw", 1e-3)
+    model.train_on_batch(images, np.eye(3, dtype="float32")[[0, 1, 2, 0]])
+    model.save(tmp_path / "model.keras")
+    reloaded = keras.models.load_model(tmp_path / "model.keras")
+    assert policies(reloaded) == policies(model)
+    np.testing.assert_allclose(reloaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
+    exported = models.as_float32(model)
+    np.testing.assert_allclose(exported.predict(images, verbose=0), model.predict(images, verbose=0), atol=2e-2)
+
+
 def test_auto_precision_uses_bfloat16_on_a_cpu_only_where_it_was_measured_faster(monkeypatch):
     monkeypatch.setattr(training, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
     assert training.resolve_precision("auto", "vgg19") == "mixed_bfloat16"

@@ -135,6 +135,9 @@ VARIANTS = {
                        "tried, not adopted: issue 17's standalone check in the pipeline: 160 px, 3 head + 8 "
                        "fine-tuning epochs at 3e-4, balanced class weights, no moving average"),
     "bfloat16": (FINETUNE, ["train.mixed_precision=mixed_bfloat16"], "the recipe computed in bfloat16"),
+    "bfloat16_pointwise": (FINETUNE, ["train.mixed_precision=mixed_bfloat16_pointwise"],
+                           "the recipe with its plain (1x1 and first) convolutions in bfloat16, the depthwise ones "
+                           "in float32"),
     "low_resolution_160": (FINETUNE, ["train.low_resolution_epochs=14", "train.low_resolution=160"],
                            "progressive resizing: the first 14 of the 22 fine-tuning epochs on images downscaled to "
                            "160 px (~0.4x the compute an epoch), the last 8 at 224 px, validated at 224 throughout"),
@@ -163,7 +166,7 @@ VARIANTS = {
 }
 ON_THE_RECIPE = {"recipe", "bfloat16", "low_resolution_160", "low_resolution_144", "erasing_on_recipe",
                  "dropout_0.1", "sqrt_on_recipe", "logit_adjusted_on_recipe", "sgd_momentum_on_recipe",
-                 "gem_pooling_on_recipe", "zoom_0.25"}
+                 "gem_pooling_on_recipe", "zoom_0.25", "bfloat16_pointwise"}
 VARIANTS = {name: (recipe, overrides if recipe != FINETUNE or name in ON_THE_RECIPE
                    else ["train.augmentation.one_resampling=false", *overrides], what)
             for name, (recipe, overrides, what) in VARIANTS.items()}

@@ -8,14 +8,16 @@ MobileNet (ham10000_finetune) and VGG19's one feature pass (isic_vgg19). `train.
 
 Each configuration runs in its own process (a dtype policy and op determinism are process-wide), on random
 pixels with the project's model builder (`lib.models.build_model`, weights null: the same FLOPs as ImageNet
-weights); throughputs are images per second, median over `--repeats` timed rounds after warm-up. The XLA column
-compiles the step with `jit_compile=True`, which Keras' default ("auto") turns on only with a GPU (a TPU compiles
-with XLA anyway). Accuracy at equal settings is measured on real data by benchmarks/finetune_ablation.py (its
+weights); throughputs are images per second, the median of `--repeats` passes over the configurations in turn
+(each pass a fresh process per configuration, 2 timed rounds after warm-up), so that a machine whose speed drifts
+over minutes (these shared ones do) slows every column alike. The XLA column compiles the step with
+`jit_compile=True`, which Keras' default ("auto") turns on only with a GPU (a TPU compiles with XLA anyway). Accuracy at equal settings is measured on real data by benchmarks/finetune_ablation.py (its
 bfloat16 row).
 """
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -27,7 +29,7 @@ import common  # noqa: E402
 sys.path.insert(0, str(common.PROJECT_ROOT))
 
 CHILD = textwrap.dedent("""
-    import json, statistics, sys, time
+    import json, sys, time
     import numpy as np, keras
     from lib import models, training
     job = json.loads(sys.argv[1])
@@ -57,7 +59,7 @@ CHILD = textwrap.dedent("""
         for _ in range(job["steps"]):
             step()
         rounds.append(job["batch"] * job["steps"] / (time.perf_counter() - started))
-    print(json.dumps({"images_per_second": statistics.median(rounds)}))
+    print(json.dumps({"rounds": rounds}))
 """)
 
 WORKLOADS = {  # name: model and work; batch and steps keep each round to a few seconds on 2 cores
@@ -69,19 +71,22 @@ WORKLOADS = {  # name: model and work; batch and steps keep each round to a few 
                                        work="features", batch=8, steps=2),
 }
 
+ROUNDS_A_PROCESS = 2  # timed rounds after each process's warm-up
+
 CONFIGURATIONS = (  # dtype policy, deterministic ops, XLA, column
     ("float32", False, False, "float32"), ("float32", True, False, "float32 deterministic"),
     ("mixed_bfloat16", False, False, "mixed_bfloat16"),
     ("mixed_bfloat16_pointwise", False, False, "bfloat16 pointwise"), ("float32", False, True, "float32 XLA"))
 
 
-def measure(workload, policy, deterministic, xla, repeats):
-    job = {**WORKLOADS[workload], "policy": policy, "deterministic": deterministic, "xla": xla, "repeats": repeats}
+def measure(workload, policy, deterministic, xla, rounds=ROUNDS_A_PROCESS):
+    """Images per second of each of `rounds` timed rounds, in a fresh process."""
+    job = {**WORKLOADS[workload], "policy": policy, "deterministic": deterministic, "xla": xla, "repeats": rounds}
     result = subprocess.run([common.PYTHON, "-c", CHILD, json.dumps(job)], env=common.child_env(),
                             cwd=common.PROJECT_ROOT, capture_output=True, text=True, timeout=1800)
     if result.returncode != 0:
         raise RuntimeError(f"{workload} / {policy} failed:\n{result.stderr[-3000:]}")
-    return common.last_json(result.stdout)["images_per_second"]
+    return common.last_json(result.stdout)["rounds"]
 
 
 def main(argv=None):
@@ -93,10 +98,12 @@ def main(argv=None):
     flags = sorted(training.cpu_flags() & set(training.BF16_CPU_FLAGS))
     rows = []
     for workload in WORKLOADS:
-        row = {"workload": workload}
-        for policy, deterministic, xla, column in CONFIGURATIONS:
-            row[column] = measure(workload, policy, deterministic, xla, args.repeats)
-            print(workload, column, round(row[column], 1), flush=True)
+        rounds = {column: [] for *_, column in CONFIGURATIONS}
+        for _ in range(args.repeats):  # the configurations take turns, so a drift in the machine's speed hits all
+            for policy, deterministic, xla, column in CONFIGURATIONS:
+                rounds[column] += measure(workload, policy, deterministic, xla)
+                print(workload, column, [round(value, 1) for value in rounds[column]], flush=True)
+        row = {"workload": workload, **{column: statistics.median(values) for column, values in rounds.items()}}
         row["bfloat16 / float32"] = row["mixed_bfloat16"] / row["float32"]
         row["pointwise / float32"] = row["bfloat16 pointwise"] / row["float32"]
         row["deterministic / float32"] = row["float32 deterministic"] / row["float32"]
@@ -115,7 +122,7 @@ Reproduce: `.venv/bin/python benchmarks/precision.py --repeats {args.repeats}`
 
 {table}
 
-Ratios are within one run of the script (the same machine, minutes apart). `lib.training.resolve_precision`
+Ratios are within one run of the script (the same machine, the configurations taking turns). `lib.training.resolve_precision`
 chooses the policy of `train.mixed_precision: auto` from these numbers (`bfloat16 pointwise`:
 `mixed_bfloat16_pointwise`, only the plain convolutions in bfloat16); `train.deterministic: true` (the
 default) costs `deterministic / float32`; XLA is left to Keras (on with a GPU, off on a CPU).

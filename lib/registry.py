@@ -48,7 +48,8 @@ FEATURE_CACHE = ("auto", "on", "off")
 MONITOR_MODES = ("auto", "min", "max")
 STRATEGIES = ("auto", "default", "mirrored", "tpu", "multi_worker")
 # mixed_bfloat16_pointwise: only the backbone's plain convolutions (MobileNet's 1x1 pointwise ones, a matrix product
-# each) compute in bfloat16, its depthwise convolutions and everything else in float32 (lib.models.POINTWISE_BFLOAT16)
+# each) compute in bfloat16, its depthwise convolutions and everything else in float32
+# (lib.models.compute_pointwise_in_bfloat16)
 POINTWISE_BFLOAT16 = "mixed_bfloat16_pointwise"
 PRECISIONS = ("auto", "off", "mixed_float16", "mixed_bfloat16", POINTWISE_BFLOAT16)
 QUANTIZATIONS = ("none", "float16", "uint8")  # of the TF.js weights; how each is done: lib.export.QUANTIZATIONS

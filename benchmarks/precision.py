@@ -3,7 +3,7 @@ the cost of deterministic ops and of XLA), measured on the two workloads that do
 MobileNet (ham10000_finetune) and VGG19's one feature pass (isic_vgg19). `train.mixed_precision: auto`
 (lib.training.resolve_precision) follows this table.
 
-    .venv/bin/python benchmarks/precision.py                 # ~5 min on 2 cores
+    .venv/bin/python benchmarks/precision.py                 # ~12 min on 2 cores
     .venv/bin/python benchmarks/precision.py --repeats 5     # steadier medians
 
 Each configuration runs in its own process (a dtype policy and op determinism are process-wide), on random
@@ -11,8 +11,8 @@ pixels with the project's model builder (`lib.models.build_model`, weights null:
 weights); throughputs are images per second, the median of `--repeats` passes over the configurations in turn
 (each pass a fresh process per configuration, 2 timed rounds after warm-up), so that a machine whose speed drifts
 over minutes (these shared ones do) slows every column alike. The XLA column compiles the step with
-`jit_compile=True`, which Keras' default ("auto") turns on only with a GPU (a TPU compiles with XLA anyway). Accuracy at equal settings is measured on real data by benchmarks/finetune_ablation.py (its
-bfloat16 row).
+`jit_compile=True`, which Keras' default ("auto") turns on only with a GPU (a TPU compiles with XLA anyway).
+Accuracy at equal settings is measured on real data by benchmarks/finetune_ablation.py (its bfloat16 rows).
 """
 
 import argparse

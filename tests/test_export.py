@@ -321,8 +321,9 @@ def test_the_exported_endpoint_averages_the_views_notebook_04_scored(cnn_model, 
 
     reference = evaluation.predict_views(cnn_model, images, views).mean(axis=1)
     assert averaged == pytest.approx(reference, abs=1e-6)
-    if views > 1:  # the views differ, so the average is no single view's answer
-        assert np.abs(averaged - cnn_model.predict(images, verbose=0)).max() > 1e-3
+    if views > 1:  # the views differ, so the average is no single view's answer (the trained CNN is nearly
+        # invariant to the turns of its symmetric synthetic lesions: 8e-4 apart on one machine, far above float noise)
+        assert np.abs(averaged - cnn_model.predict(images, verbose=0)).max() > 1e-5
 
 
 def test_metadata_says_how_many_views_the_model_averages_and_refuses_metrics_fitted_to_one_view():

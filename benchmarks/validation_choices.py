@@ -1,15 +1,15 @@
 """What notebook 04 would decide for trained runs, on their validation split alone (the test split stays unread):
 how much one view's score owes to the orientation the checkpoint was chosen on, which test-time augmentation
 `evaluate.tta` takes, the temperature, and whether `evaluate.class_bias` applies the class biases, with the
-held-out validation balanced accuracy that decides it, and that score for the flips and the 8 views alike (the
-views are chosen without the biases). This is how RESULTS.md section 7 compares variants of the recipe "as
-notebook 04 scores them" without reading their test splits.
+held-out validation balanced accuracy that decides it, and that score for the flips, the 8 and the 16 views alike
+(with class biases, `tta: auto` chooses the views on these held-out scores). This is how RESULTS.md section 7
+compares variants of the recipe "as notebook 04 scores them" without reading their test splits.
 
     .venv/bin/python benchmarks/validation_choices.py outputs/ham10000_finetune [more run folders ...]
 
 Each run's own params.yaml says its image size and decision modes; `--tta auto --class-bias auto` shows what the
-recipe's modes would take for a run made with others. All 8 right-angle views of every validation image
-are predicted (~1-2 minutes a run on 2 CPU cores). Prints one markdown table; writes nothing.
+recipe's modes would take for a run made with others. All 16 views of every validation image are predicted
+(~3-4 minutes a run on 2 CPU cores). Prints one markdown table; writes nothing.
 """
 
 import argparse
@@ -26,7 +26,7 @@ from lib import artifacts, evaluation, params, registry  # noqa: E402
 
 COLUMNS = ["run", "best epoch", "one view as stored", "one view over the orientations (min-max)",
            "views: balanced accuracy", "views chosen", "T", "held-out without / with class biases",
-           "biases applied", "held-out with class biases, by views"]
+           "biases applied", "held-out with class biases, by views", "held-out as auto chooses"]
 
 
 def validation_choices(run_dir, tta=None, class_bias=None):
@@ -44,7 +44,7 @@ def validation_choices(run_dir, tta=None, class_bias=None):
     decisions = evaluation.validation_decisions(validation, classes, tta, class_bias, run_params.train.class_weight)
     choice, temperature, bias = decisions["tta"], decisions["temperature"], decisions["class_bias"]
     by_views = {views: evaluation.validation_decisions(validation, classes, views, "on", run_params.train.class_weight)
-                ["class_bias"]["cross_validation"] for views in ("flips", "dihedral")}
+                ["class_bias"]["cross_validation"] for views in ("flips", "dihedral", "dihedral_45")}
     orientations = choice["orientations"]["validation"]
     held_out = (bias or {}).get("cross_validation")
     training = artifacts.read_json(Path(run_dir) / artifacts.TRAINING, missing={})
@@ -54,7 +54,9 @@ def validation_choices(run_dir, tta=None, class_bias=None):
             f"{choice['chosen']} ({choice['views']})", f"{temperature:.3f}",
             None if held_out is None else f"{held_out['without']:.3f} / {held_out['with']:.3f}",
             None if bias is None else ("yes" if bias["applied"] else "no"),
-            ", ".join(f"{views} {scores['with']:.3f}" for views, scores in by_views.items() if scores)]))
+            ", ".join(f"{views} {scores['with']:.3f}" for views, scores in by_views.items() if scores),
+            ", ".join(f"{variant} {value:.3f}" for variant, value in (choice["held_out_balanced_accuracy"] or {}).items()
+                      if value is not None) or None]))
 
 
 def main():

@@ -14,6 +14,7 @@ import logging
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 from sklearn import metrics as skmetrics
 from sklearn.dummy import DummyClassifier
 from sklearn.model_selection import StratifiedKFold
@@ -28,7 +29,10 @@ MELANOMA_CLASSES = ("mel", "malignant")
 # Metrics repeated for variants of the evaluation (test-time augmentation, validation, external data).
 HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "top2_accuracy", "top3_accuracy")
 # Views averaged by each test-time augmentation mode (`view` numbers them: the first 4 are the flips).
-TTA_VIEWS = {"off": 1, "flips": 4, "dihedral": 8}
+TTA_VIEWS = {"off": 1, "flips": 4, "dihedral": 8, "dihedral_45": 16}
+# Views 8-15 are views 0-7 of the image turned by this many degrees: lesions have no up, so a turn between the right
+# angles is as valid a picture as the right angles are (training turns them by any angle).
+HALF_RIGHT_ANGLE = 45.0
 # Below this share of validation images' top probability, an input is "unlike the training data" (web page).
 OOD_QUANTILE = 0.05
 # How `class_bias: auto` decides: the biases are fitted on one half of the validation images and scored on the
@@ -47,18 +51,50 @@ SUBGROUPS = {"age": "age band", "sex": "sex", "localization": "body site", "dx_t
 # ---- predictions ------------------------------------------------------------------------------------
 
 def view_steps(index):
-    """How view `index` (0-7) is made, as (transpose, flip left-right, flip upside down), applied in that order:
-    0 the image, 1 flipped left-right, 2 upside down, 3 both (a half turn); 4-7 the same after swapping rows and
-    columns (a transpose), which gives the quarter turns. Lesions have no up or left, so all 8 are equally valid
-    pictures of them."""
-    if not 0 <= index < 8:
-        raise ValueError(f"view index must be 0-7; got {index}")
-    return index >= 4, bool(index % 2), index % 4 >= 2
+    """How view `index` (0-15) is made, as (turn in degrees, transpose, flip left-right, flip upside down), applied
+    in that order: 0 the image, 1 flipped left-right, 2 upside down, 3 both (a half turn); 4-7 the same after
+    swapping rows and columns (a transpose), which gives the quarter turns; 8-15 views 0-7 of the image turned by
+    HALF_RIGHT_ANGLE. Lesions have no up or left, so all are equally valid pictures of them."""
+    if not 0 <= index < 16:
+        raise ValueError(f"view index must be 0-15; got {index}")
+    return HALF_RIGHT_ANGLE if index >= 8 else 0.0, index % 8 >= 4, bool(index % 2), index % 4 >= 2
+
+
+def turn_matrix(degrees, size):
+    """The 8 numbers of TensorFlow's ImageProjectiveTransformV3 (as `keras.ops.image.affine_transform` takes them)
+    that turn a (size x size) image by `degrees` about its centre: each output pixel is read where the inverse turn
+    puts it."""
+    angle = np.deg2rad(degrees)
+    cos, sin = np.cos(angle), np.sin(angle)
+    centre = (size - 1.0) / 2.0
+    return np.array([cos, -sin, centre - centre * (cos - sin), sin, cos, centre - centre * (sin + cos), 0.0, 0.0],
+                    dtype=np.float32)
+
+
+def turned(images, degrees):
+    """Images (N, S, S, C) turned by `degrees` about their centre, bilinear, the corners filled by the nearest
+    border pixel; unchanged for 0. TensorFlow ops, eager (evaluation) or in the exported graph (the web page), so
+    both compute the same pixels. The batch rides in the channels, one image to the op: TF.js's cpu kernel of
+    ImageProjectiveTransformV3 turns only the first image of a batch, and its wasm kernel reflects the borders
+    differently from TensorFlow's (nearest agrees in both, measured in Chromium)."""
+    if not degrees:
+        return images
+    batch, size, channels = tf.shape(images)[0], images.shape[1], images.shape[3]
+    stacked = tf.reshape(tf.transpose(images, [1, 2, 0, 3]), [1, size, size, -1])
+    turned_stack = tf.raw_ops.ImageProjectiveTransformV3(
+        images=stacked, transforms=tf.constant(turn_matrix(degrees, size))[None], output_shape=[size, size],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST")
+    return tf.transpose(tf.reshape(turned_stack, [size, size, batch, channels]), [2, 0, 1, 3])
 
 
 def view(images, index):
     """View `index` (`view_steps`) of images (N, S, S, 3)."""
-    transpose, flip_left_right, flip_upside_down = view_steps(index)
+    return _oriented(np.asarray(turned(images, view_steps(index)[0])), index)
+
+
+def _oriented(images, index):
+    """The right-angle part of view `index` (transpose, then flips) of images already turned."""
+    _, transpose, flip_left_right, flip_upside_down = view_steps(index)
     if transpose:
         images = images.transpose(0, 2, 1, 3)
     if flip_left_right:
@@ -73,9 +109,12 @@ def predict_views(model, images, n_views=1, batch_size=32):
     views (`view`)."""
     if len(images) == 0:
         raise ValueError("no images to predict")
+    images = np.asarray(images, dtype=np.float32)
+    turns = {degrees: np.asarray(turned(images, degrees))
+             for degrees in sorted({view_steps(index)[0] for index in range(n_views)})}
     outputs = []
     for index in range(n_views):
-        pictures = view(np.asarray(images, dtype=np.float32), index)
+        pictures = _oriented(turns[view_steps(index)[0]], index)
         # training=False: keeps any augmentation layer saved inside the model switched off
         outputs.append(np.concatenate([np.asarray(model(pictures[start:start + batch_size], training=False))
                                        for start in range(0, len(pictures), batch_size)]))
@@ -435,23 +474,32 @@ def orientation_scores(split, class_names):
             for index in range(split.views.shape[1])]
 
 
-def choose_tta(mode, validation, class_names):
+def choose_tta(mode, validation, class_names, class_bias="off", class_weight=None):
     """metrics.json's "tta" without its test figures: {"mode", "chosen", "views", "validation_balanced_accuracy"
-    {variant: value}, "orientations" {"validation": `orientation_scores`}}. A fixed mode is used as asked; auto
-    takes the variant with the highest validation balanced accuracy (the fewest views on a tie) and falls back to
-    off without a validation split. Auto scores off, one view, by its mean over the orientations: the checkpoint
-    was chosen on the images as stored, so their own score is that choice's optimistic maximum, not what one
-    view of a new photo, turned any way, can expect."""
-    candidates = list(TTA_VIEWS) if mode == "auto" else sorted({"off", mode}, key=list(TTA_VIEWS).index)
-    scores = {}
+    {variant: value}, "held_out_balanced_accuracy" {variant: value} or None, "orientations" {"validation":
+    `orientation_scores`}}. A fixed mode is used as asked; auto takes the variant with the highest score (the
+    fewest views on a tie) among those whose views were predicted (all, in notebook 04: `views_needed`), and off
+    without a validation split. Without class biases the score is the validation balanced accuracy; with them
+    (`class_bias` on or auto) it is what the page would run, scored on held-out validation images (`held_out_score`):
+    the biases move the argmax, so the views that score best before them need not after. Auto scores off, one
+    view, by its mean over the orientations: the checkpoint was chosen on the images as stored, so their own score
+    is that choice's optimistic maximum, not what one view of a new photo, turned any way, can expect."""
+    n_predicted = validation.views.shape[1] if validation is not None else 1
+    candidates = ([variant for variant, views in TTA_VIEWS.items() if views <= n_predicted] if mode == "auto"
+                  else sorted({"off", mode}, key=list(TTA_VIEWS).index))
+    scores, held_out = {}, None
     if validation is not None:
         true_indices = label_indices(validation.rows["label"], class_names)
         for variant in candidates:
             predicted = validation.probabilities(variant).argmax(axis=1)
             scores[variant] = float(skmetrics.balanced_accuracy_score(true_indices, predicted))
+        if mode == "auto" and class_bias != "off":
+            held_out = held_out_scores(validation, candidates, class_names, class_bias, class_weight)
     orientations = orientation_scores(validation, class_names)
     if mode != "auto":
         chosen = mode
+    elif held_out and None not in held_out.values():
+        chosen = max(held_out, key=lambda variant: (held_out[variant], -TTA_VIEWS[variant]))
     elif scores:
         one_view = float(np.mean(orientations)) if orientations else scores["off"]
         chosen = max(scores, key=lambda variant: (one_view if variant == "off" else scores[variant],
@@ -459,7 +507,37 @@ def choose_tta(mode, validation, class_names):
     else:
         chosen = "off"
     return {"mode": mode, "chosen": chosen, "views": TTA_VIEWS[chosen], "validation_balanced_accuracy": scores,
-            "orientations": {"validation": orientations}}
+            "held_out_balanced_accuracy": held_out, "orientations": {"validation": orientations}}
+
+
+def held_out_score(true_indices, probabilities, class_names, class_bias, class_weight=None):
+    """Held-out validation balanced accuracy of probabilities as the page would show them: the temperature fitted,
+    then the class biases as `class_bias` (on, auto) decides (`class_bias_cross_validation`); None when a class has
+    too few images to tell."""
+    scaled = statistics.apply_temperature(probabilities, statistics.fit_temperature(true_indices, probabilities))
+    weights = class_bias_weights(true_indices, class_names, class_weight)
+    cross_validation = class_bias_cross_validation(true_indices, scaled, weights)
+    if cross_validation is None:
+        return None
+    if class_bias == "on":
+        return cross_validation["with"]
+    return max(cross_validation["with"], cross_validation["without"])
+
+
+def held_out_scores(validation, variants, class_names, class_bias, class_weight=None):
+    """{variant: `held_out_score`}, off as its mean over every orientation predicted (one view of a photo turned
+    any way), the others on their views' average."""
+    true_indices = label_indices(validation.rows["label"], class_names)
+    scores = {}
+    for variant in variants:
+        if variant == "off":
+            each = [held_out_score(true_indices, validation.views[:, index], class_names, class_bias, class_weight)
+                    for index in range(validation.views.shape[1])]
+            scores[variant] = None if None in each else float(np.mean(each))
+        else:
+            scores[variant] = held_out_score(true_indices, validation.probabilities(variant), class_names,
+                                             class_bias, class_weight)
+    return scores
 
 
 def subgroup_labels(rows, column):
@@ -519,7 +597,7 @@ def validation_decisions(validation, class_names, tta="off", class_bias="off", c
     """What notebook 04 decides on the validation split alone, in its order, the test split unread: {"tta": the
     views (`choose_tta`), "temperature": T fitted to those views' average (None without a validation split),
     "class_bias": the biases fitted after it (`choose_class_bias`, None when off or without validation)}."""
-    choice = choose_tta(tta, validation, class_names)
+    choice = choose_tta(tta, validation, class_names, class_bias, class_weight)
     if validation is None:
         return {"tta": choice, "temperature": None, "class_bias": None}
     true_indices = label_indices(validation.rows["label"], class_names)

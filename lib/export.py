@@ -58,18 +58,21 @@ def check_quantize(quantize):
 
 
 def average_over_views(model, images, views=1):
-    """`model(x, training=False)` averaged over the first `views` orientations of each image, in TensorFlow ops
-    the TF.js converter keeps (Transpose, ReverseV2, ConcatV2, Mean): the graph counterpart of
+    """`model(x, training=False)` averaged over the first `views` views of each image, in TensorFlow ops the TF.js
+    converter keeps (ImageProjectiveTransformV3, Transpose, ReverseV2, ConcatV2, Mean): the graph counterpart of
     `evaluation.predict_views(...).mean(axis=1)`, each view made as `evaluation.view_steps` says. Images must be
     square."""
     if views not in evaluation.TTA_VIEWS.values():
         raise ValueError(f"views must be one of {sorted(evaluation.TTA_VIEWS.values())}; got {views}")
     if views == 1:
         return model(images, training=False)
+    turns = {}
     oriented = []
     for index in range(views):
-        transpose, flip_left_right, flip_upside_down = evaluation.view_steps(index)
-        picture = tf.transpose(images, [0, 2, 1, 3]) if transpose else images
+        degrees, transpose, flip_left_right, flip_upside_down = evaluation.view_steps(index)
+        if degrees not in turns:
+            turns[degrees] = evaluation.turned(images, degrees)
+        picture = tf.transpose(turns[degrees], [0, 2, 1, 3]) if transpose else turns[degrees]
         if flip_left_right:
             picture = tf.reverse(picture, axis=[2])
         if flip_upside_down:

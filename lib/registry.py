@@ -54,9 +54,9 @@ POINTWISE_BFLOAT16 = "mixed_bfloat16_pointwise"
 PRECISIONS = ("auto", "off", "mixed_float16", "mixed_bfloat16", POINTWISE_BFLOAT16)
 QUANTIZATIONS = ("none", "float16", "uint8")  # of the TF.js weights; how each is done: lib.export.QUANTIZATIONS
 BROWSER_PARITY = ("auto", "on", "off")  # auto: measured in Chromium when it is installed
-# test-time augmentation in evaluation: the image alone, its 4 flips, all 8 right-angle views, or whichever of these
-# scores the higher balanced accuracy on the validation split
-TTA_MODES = ("off", "flips", "dihedral", "auto")
+# test-time augmentation in evaluation: the image alone, its 4 flips, all 8 right-angle views, those and the 8 of the
+# image turned by 45 degrees, or whichever of these scores the higher balanced accuracy on the validation split
+TTA_MODES = ("off", "flips", "dihedral", "dihedral_45", "auto")
 # per-class biases of the probabilities, fitted on validation for balanced accuracy: never, always, or where they
 # raise it on held-out halves of the validation split
 CLASS_BIAS_MODES = ("off", "on", "auto")

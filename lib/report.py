@@ -277,6 +277,11 @@ def tta_lines(metrics):
     chosen = (f"the model above, and the web page, average the {tta['views']} views of `{tta['chosen']}`, and one "
               "view is reported beside it" if tta["chosen"] != "off" else "the model above, and the web page, "
               "see each image once, as it is")
+    held_out = tta.get("held_out_balanced_accuracy")
+    if held_out:
+        scores += ("; with the temperature and the class biases as the page applies them, on held-out validation "
+                   "images (one view: the mean over its orientations; `auto` chooses on these): "
+                   + ", ".join(f"{variant} {value:.3f}" for variant, value in held_out.items() if value is not None))
     lines = ["## Test-time augmentation", "",
              f"evaluate.tta: `{tta['mode']}`. Validation balanced accuracy: {scores or 'n/a (no validation split)'}; "
              f"{chosen}.", ""]

@@ -68,7 +68,8 @@ def test_validation_choices_decides_as_notebook_04_without_reading_the_test_spli
     row = validation_choices.validation_choices(run_dir)
 
     classes = artifacts.class_names(run_dir)
-    validation = evaluation.predict_split(trained_run[1], manifest[manifest["split"] == "validation"], 32, 8)
+    validation = evaluation.predict_split(trained_run[1], manifest[manifest["split"] == "validation"], 32,
+                                          evaluation.views_needed("auto"))
     as_notebook_04 = evaluation.evaluate(validation, validation, classes, train_labels=validation.rows["label"],
                                          tta="auto", class_bias="on", n_resamples=0)
     chosen = as_notebook_04["tta"]["chosen"]
@@ -80,6 +81,8 @@ def test_validation_choices_decides_as_notebook_04_without_reading_the_test_spli
     with_8_views = evaluation.evaluate(validation, validation, classes, train_labels=validation.rows["label"],
                                        tta="dihedral", class_bias="on", n_resamples=0)
     held_out_8 = with_8_views["temperature"]["class_bias"]["cross_validation"]["with"]
-    assert row["held-out with class biases, by views"].endswith(f"dihedral {held_out_8:.3f}")
+    assert f"dihedral {held_out_8:.3f}, dihedral_45" in row["held-out with class biases, by views"]
+    auto_scores = as_notebook_04["tta"]["held_out_balanced_accuracy"]
+    assert row["held-out as auto chooses"] == ", ".join(f"{variant} {value:.3f}" for variant, value in auto_scores.items())
     orientations = as_notebook_04["tta"]["orientations"]["validation"]
-    assert row["one view as stored"] == f"{orientations[0]:.3f}" and len(orientations) == 8
+    assert row["one view as stored"] == f"{orientations[0]:.3f}" and len(orientations) == 16

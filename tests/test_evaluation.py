@@ -152,20 +152,41 @@ def test_the_eight_views_are_the_distinct_rotations_and_reflections():
     assert (views[6] == np.rot90(image, k=1, axes=(1, 2))).all()
 
 
+def test_views_8_to_15_are_the_eight_views_of_the_image_turned_by_45_degrees():
+    rows, columns = np.mgrid[0:9, 0:9].astype(np.float32)
+    # a linear image: bilinear interpolation reproduces it exactly, so away from the borders two turns by
+    # 45 degrees are exactly a quarter turn
+    image = np.stack([3 * columns + 7 * rows, columns - 2 * rows, np.full_like(rows, 5.0)], axis=-1)[None]
+    centre = (slice(None), slice(3, 6), slice(3, 6))
+
+    turned = evaluation.view(image, 8)
+    twice = np.asarray(evaluation.turned(turned, 45.0))
+
+    assert twice[centre] == pytest.approx(evaluation.view(image, 6)[centre], abs=1e-4)
+    assert not np.allclose(turned[centre], image[centre])
+    assert turned[0, 4, 4] == pytest.approx(image[0, 4, 4])  # about the centre
+    assert (evaluation.view(image, 13) == evaluation.view(turned, 5)).all()
+    with pytest.raises(ValueError, match="0-15"):
+        evaluation.view_steps(16)
+
+
 def test_predictions_of_each_view_and_their_tta_means():
     model = tiny_model()
     images = np.random.default_rng(0).uniform(0, 255, (5, 8, 8, 3)).astype(np.float32)
 
-    views = evaluation.predict_views(model, images, n_views=8, batch_size=2)
+    views = evaluation.predict_views(model, images, n_views=16, batch_size=2)
     split = evaluation.SplitPredictions(pd.DataFrame({"image_id": list("abcde")}), views)
 
-    expected = [model.predict(evaluation.view(images, index), verbose=0) for index in range(8)]
-    assert views.shape == (5, 8, 3) and views[:, 7] == pytest.approx(expected[7], abs=1e-5)
+    expected = [model.predict(evaluation.view(images, index), verbose=0) for index in range(16)]
+    assert views.shape == (5, 16, 3) and views[:, 7] == pytest.approx(expected[7], abs=1e-5)
+    assert views[:, 12] == pytest.approx(expected[12], abs=1e-5)
     assert split.probabilities("off") == pytest.approx(expected[0], abs=1e-5)
     assert split.probabilities("flips") == pytest.approx(np.mean(expected[:4], axis=0), abs=1e-5)
-    assert split.probabilities("dihedral") == pytest.approx(np.mean(expected, axis=0), abs=1e-5)
+    assert split.probabilities("dihedral") == pytest.approx(np.mean(expected[:8], axis=0), abs=1e-5)
+    assert split.probabilities("dihedral_45") == pytest.approx(np.mean(expected, axis=0), abs=1e-5)
     assert not np.allclose(split.probabilities("dihedral"), split.probabilities("off"), atol=1e-4)
-    assert evaluation.views_needed("auto") == 8 and evaluation.views_needed("flips") == 4
+    assert not np.allclose(split.probabilities("dihedral_45"), split.probabilities("dihedral"), atol=1e-4)
+    assert evaluation.views_needed("auto") == 16 and evaluation.views_needed("flips") == 4
 
 
 def test_predict_paths_reads_the_processed_pngs(tmp_path):
@@ -333,11 +354,11 @@ def test_test_set_fingerprint_ignores_order_and_changes_with_the_images():
     assert first["sha256"] != evaluation.test_set_fingerprint(["a", "b", "d"])["sha256"]
 
 
-def with_noisy_flips(split):
-    """`split` whose first 4 views (the image and its flips) are noise and whose quarter turns are the model's own:
-    only the 8-view average knows better than chance."""
-    views = np.repeat(split.views[:, :1], 8, axis=1)
-    views[:, :4] = np.random.default_rng(0).dirichlet(np.ones(len(HAM)), (len(split.rows), 4))
+def with_noisy_flips(split, noisy=4, n_views=8):
+    """`split` whose first `noisy` views (4: the image and its flips) are noise and whose other views, up to
+    `n_views`, are the model's own: only an average with enough of those knows better than chance."""
+    views = np.repeat(split.views[:, :1], n_views, axis=1)
+    views[:, :noisy] = np.random.default_rng(0).dirichlet(np.ones(len(HAM)), (len(split.rows), noisy))
     return evaluation.SplitPredictions(split.rows, views)
 
 
@@ -351,6 +372,45 @@ def test_auto_tta_takes_the_variant_that_scores_best_on_validation():
     assert tta["chosen"] == "dihedral" and tta["views"] == 8
     low, high = tta["one_view"]["intervals"]["balanced_accuracy"]
     assert low < tta["one_view"]["balanced_accuracy"] < high
+
+
+def test_auto_tta_compares_the_16_views_with_the_45_degree_turns_when_they_were_predicted():
+    test, validation = (with_noisy_flips(predicted_split(200, prefix, seed), noisy=8, n_views=16)
+                        for prefix, seed in (("t", 9), ("v", 10)))
+
+    tta = evaluate(test, validation, tta="auto", n_resamples=0)["tta"]
+
+    assert set(tta["validation_balanced_accuracy"]) == {"off", "flips", "dihedral", "dihedral_45"}
+    assert tta["chosen"] == "dihedral_45" and tta["views"] == 16
+
+
+def with_skewed_turns(split, seed):
+    """`split` (`skewed_split`) with 16 views, each the model's answer plus its own noise, the 8 turned ones also
+    leaning toward nv: at the argmax the lean costs more than 8 more views add; once class biases undo it, the
+    average of 16 beats that of 8."""
+    rng = np.random.default_rng(seed)
+    log_probabilities = np.log(split.views[:, 0])
+    lean = np.eye(len(HAM))[HAM.index("nv")] * 2.0
+    views = np.exp(np.stack([log_probabilities + lean * (index >= 8) + rng.normal(0, 1.5, log_probabilities.shape)
+                             for index in range(16)], axis=1))
+    return evaluation.SplitPredictions(split.rows, views / views.sum(axis=2, keepdims=True))
+
+
+def test_with_class_biases_auto_tta_chooses_the_views_on_held_out_validation_after_the_biases():
+    validation = with_skewed_turns(skewed_split(1500, "v", seed=31), seed=32)
+
+    plain = evaluation.choose_tta("auto", validation, HAM)
+    biased = evaluation.choose_tta("auto", validation, HAM, class_bias="auto")
+
+    scores, held_out = biased["validation_balanced_accuracy"], biased["held_out_balanced_accuracy"]
+    assert plain["held_out_balanced_accuracy"] is None and plain["chosen"] != "dihedral_45"
+    assert scores["dihedral_45"] < scores["dihedral"] and held_out["dihedral_45"] > held_out["dihedral"]
+    assert biased["chosen"] == "dihedral_45"
+    true = evaluation.label_indices(validation.rows["label"], HAM)
+    assert held_out["dihedral"] == pytest.approx(evaluation.held_out_score(
+        true, validation.probabilities("dihedral"), HAM, "auto"))
+    assert held_out["off"] == pytest.approx(np.mean([evaluation.held_out_score(true, validation.views[:, index], HAM,
+                                                                               "auto") for index in range(16)]))
 
 
 def test_the_headline_averages_the_chosen_views_with_a_temperature_fitted_to_them_and_one_view_stands_beside():

@@ -313,7 +313,7 @@ def test_metadata_carries_calibration_keys_from_metrics_and_defaults_without_the
             "score": "max_probability", "threshold": 0.4, "fitted_on": "validation"}})
 
 
-@pytest.mark.parametrize("views", [1, 4, 8])
+@pytest.mark.parametrize("views", [1, 4, 8, 16])
 def test_the_exported_endpoint_averages_the_views_notebook_04_scored(cnn_model, trained_run, views):
     images = split_images_of(trained_run[0])[:5]
 
@@ -338,15 +338,15 @@ def test_metadata_says_how_many_views_the_model_averages_and_refuses_metrics_fit
 
 
 @pytest.mark.slow
-def test_a_model_averaging_8_views_runs_in_chromium_as_in_keras(tmp_path, chromium):
+def test_a_model_averaging_16_views_runs_in_chromium_as_in_keras(tmp_path, chromium):
     model = calibrated(small_mobilenet())
     images, _ = runfolders.lesion_images(6, seed=4)
-    reference = evaluation.predict_views(model, images, 8).mean(axis=1)
+    reference = evaluation.predict_views(model, images, 16).mean(axis=1)
     assert np.abs(reference - model.predict(images.astype("float32"), verbose=0)).max() > 1e-3
-    saved_model = export.export_saved_model(model, tmp_path / "saved", IMAGE_SIZE, views=8)
+    saved_model = export.export_saved_model(model, tmp_path / "saved", IMAGE_SIZE, views=16)
     assert export.saved_model_probabilities(saved_model, images, batch_size=4) == pytest.approx(reference, abs=1e-5)
     converted = export.convert_saved_model(saved_model, tmp_path / "tfjs", "none")
-    parity = export.browser_parity(converted, images, reference, "none", mode="on", views=8)
+    parity = export.browser_parity(converted, images, reference, "none", mode="on", views=16)
     assert parity["passes"], parity
 
 

@@ -106,6 +106,18 @@ def test_tta_section_gives_the_spread_of_one_view_over_the_orientations():
     assert "orientations" not in "\n".join(report.tta_lines({"tta": {**tta, "orientations": {"validation": None}}}))
 
 
+def test_tta_section_gives_the_held_out_scores_auto_chose_on_when_class_biases_apply():
+    tta = {"mode": "auto", "chosen": "dihedral_45", "views": 16,
+           "validation_balanced_accuracy": {"off": 0.74, "dihedral": 0.75, "dihedral_45": 0.72},
+           "held_out_balanced_accuracy": {"off": 0.73, "dihedral": 0.75, "dihedral_45": 0.76}, "orientations": {}}
+
+    text = "\n".join(report.tta_lines({"tta": tta}))
+
+    assert ("on held-out validation images (one view: the mean over its orientations; `auto` chooses on these): off "
+            "0.730, dihedral 0.750, dihedral_45 0.760; the model above, and the web page, average the 16 views of "
+            "`dihedral_45`") in text
+
+
 def test_calibration_section_says_whether_the_class_biases_apply_and_why():
     block = {"mode": "auto", "applied": True, "bias": {"benign": -0.25, "malignant": 0.25},
              "weights": {"benign": 0.6, "malignant": 3.0},

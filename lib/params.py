@@ -180,7 +180,8 @@ class ExternalDataParams:
 class EvaluateParams:
     # test-time augmentation, reported beside the plain model (which the web page runs): off, flips (4 views),
     # dihedral (the 8 right-angle views), dihedral_45 (those and the same 8 of the image turned by 45 degrees: 16),
-    # auto (the one with the higher validation balanced accuracy); true means flips, as it did before the choices
+    # auto (the one with the higher validation balanced accuracy; with class biases, on held-out validation after
+    # them: evaluation.choose_tta); true means flips, as it did before the choices
     tta: str = field(default="off", metadata=choice(*registry.TTA_MODES, booleans={True: "flips", False: "off"}))
     # after the temperature, one log-probability bias per class fitted on validation so that every class weighs the
     # same (times train.class_weight's factors): off, on, auto (where it raises balanced accuracy on held-out

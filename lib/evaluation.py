@@ -89,19 +89,20 @@ def turned(images, degrees):
 
 def view(images, index):
     """View `index` (`view_steps`) of images (N, S, S, 3)."""
-    return _oriented(np.asarray(turned(images, view_steps(index)[0])), index)
+    return np.asarray(oriented(turned(images, view_steps(index)[0]), index))
 
 
-def _oriented(images, index):
-    """The right-angle part of view `index` (transpose, then flips) of images already turned."""
+def oriented(images, index):
+    """The right-angle part of view `index` (transpose, then flips) of images already turned (`turned`), in
+    TensorFlow ops, like `turned`: eager here, in the exported graph for the web page (`export.average_over_views`)."""
     _, transpose, flip_left_right, flip_upside_down = view_steps(index)
     if transpose:
-        images = images.transpose(0, 2, 1, 3)
+        images = tf.transpose(images, [0, 2, 1, 3])
     if flip_left_right:
-        images = images[:, :, ::-1]
+        images = tf.reverse(images, axis=[2])
     if flip_upside_down:
-        images = images[:, ::-1]
-    return np.ascontiguousarray(images)
+        images = tf.reverse(images, axis=[1])
+    return images
 
 
 def predict_views(model, images, n_views=1, batch_size=32):
@@ -114,9 +115,10 @@ def predict_views(model, images, n_views=1, batch_size=32):
              for degrees in sorted({view_steps(index)[0] for index in range(n_views)})}
     outputs = []
     for index in range(n_views):
-        pictures = _oriented(turns[view_steps(index)[0]], index)
+        pictures = turns[view_steps(index)[0]]
         # training=False: keeps any augmentation layer saved inside the model switched off
-        outputs.append(np.concatenate([np.asarray(model(pictures[start:start + batch_size], training=False))
+        outputs.append(np.concatenate([np.asarray(model(oriented(pictures[start:start + batch_size], index),
+                                                        training=False))
                                        for start in range(0, len(pictures), batch_size)]))
     return np.stack(outputs, axis=1)
 

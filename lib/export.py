@@ -66,19 +66,10 @@ def average_over_views(model, images, views=1):
         raise ValueError(f"views must be one of {sorted(evaluation.TTA_VIEWS.values())}; got {views}")
     if views == 1:
         return model(images, training=False)
-    turns = {}
-    oriented = []
-    for index in range(views):
-        degrees, transpose, flip_left_right, flip_upside_down = evaluation.view_steps(index)
-        if degrees not in turns:
-            turns[degrees] = evaluation.turned(images, degrees)
-        picture = tf.transpose(turns[degrees], [0, 2, 1, 3]) if transpose else turns[degrees]
-        if flip_left_right:
-            picture = tf.reverse(picture, axis=[2])
-        if flip_upside_down:
-            picture = tf.reverse(picture, axis=[1])
-        oriented.append(picture)
-    probabilities = model(tf.concat(oriented, axis=0), training=False)
+    turns = {degrees: evaluation.turned(images, degrees)
+             for degrees in sorted({evaluation.view_steps(index)[0] for index in range(views)})}
+    pictures = [evaluation.oriented(turns[evaluation.view_steps(index)[0]], index) for index in range(views)]
+    probabilities = model(tf.concat(pictures, axis=0), training=False)
     return tf.reduce_mean(tf.reshape(probabilities, [views, tf.shape(images)[0], -1]), axis=0)
 
 

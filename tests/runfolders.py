@@ -73,12 +73,13 @@ def small_exportable_cnn(size=32, num_classes=len(CLASSES)):
 
 def train_on_run_folder(model, run_dir, epochs=40):
     """Fit `model` on the run folder's train split (seeded), so its outputs depend on the input and its batch-norm
-    statistics are calibrated; saved as the run's model/best.keras. Returns the model."""
+    statistics are calibrated; saved as the run's model/best.keras. Returns the model. Seeded with deterministic ops,
+    as lib trains by default, so the tests that share it see the same model in every session on a machine."""
     import keras
 
-    from lib import inputs
+    from lib import inputs, training
 
-    keras.utils.set_random_seed(0)
+    training.seed_everything(0, deterministic=True)
     train = artifacts.read_manifest(run_dir, split="train")
     pictures = inputs.load_processed(train["abs_path"]).astype("float32")
     labels = train["label"].map(artifacts.class_names(run_dir).index).to_numpy()

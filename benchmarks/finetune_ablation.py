@@ -163,10 +163,13 @@ VARIANTS = {
                               "mean (power 3, learned in fine-tuning) instead of their average"),
     "zoom_0.25": (FINETUNE, ["train.augmentation.zoom_range=0.25"],
                   "today's recipe zooming +-25% instead of +-15%"),
+    "plain_tail_7": (FINETUNE, ["train.plain_epochs=7"],
+                     "today's recipe with its last 7 fine-tuning epochs on the 8 exact right-angle views only (no "
+                     "turn by other angles, no zoom), as the test-time views show the images"),
 }
 ON_THE_RECIPE = {"recipe", "bfloat16", "low_resolution_160", "low_resolution_144", "erasing_on_recipe",
                  "dropout_0.1", "sqrt_on_recipe", "logit_adjusted_on_recipe", "sgd_momentum_on_recipe",
-                 "gem_pooling_on_recipe", "zoom_0.25", "bfloat16_pointwise"}
+                 "gem_pooling_on_recipe", "zoom_0.25", "bfloat16_pointwise", "plain_tail_7"}
 VARIANTS = {name: (recipe, overrides if recipe != FINETUNE or name in ON_THE_RECIPE
                    else ["train.augmentation.one_resampling=false", *overrides], what)
             for name, (recipe, overrides, what) in VARIANTS.items()}

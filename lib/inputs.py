@@ -5,6 +5,7 @@ Augmentation runs in `dataset.map` on training batches only, so it never becomes
 exported) model. Every random choice (order, sampling, augmentation) comes from the run's `seed`.
 """
 
+import functools
 import itertools
 import logging
 import os
@@ -84,12 +85,16 @@ class RandomGeometry(keras.layers.Layer):
     blurs a little more."""
 
     def __init__(self, rotation_range=0.0, width_shift_range=0.0, height_shift_range=0.0, zoom_range=0.0,
-                 horizontal_flip=False, vertical_flip=False, rotate90=False, fill_mode="nearest", seed=None, **kwargs):
+                 horizontal_flip=False, vertical_flip=False, rotate90=False, fill_mode="nearest", seed=None,
+                 strength=None, **kwargs):
         super().__init__(**kwargs)
         self.options = {"rotation_range": rotation_range, "width_shift_range": width_shift_range,
                         "height_shift_range": height_shift_range, "zoom_range": zoom_range,
                         "horizontal_flip": horizontal_flip, "vertical_flip": vertical_flip, "rotate90": rotate90}
         self.fill_mode, self.seed = fill_mode, seed
+        # a tf.Variable in [0, 1], read at each call, scaling the turn, the shift and the zoom's deviation from 1 (the
+        # flips and transposes stay): at 0 every image is one of its 8 exact right-angle views. None: 1
+        self.strength = strength
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, images, training=True):
@@ -119,12 +124,15 @@ class RandomGeometry(keras.layers.Layer):
         swap = uniform(0.0, 1.0) < 0.5 if options["rotate90"] else ops.zeros((batch,), "bool")
         matrix = _matrices(ops.where(swap, zeros, x_sign), ops.where(swap, x_sign, zeros),
                            ops.where(swap, y_sign, zeros), ops.where(swap, zeros, y_sign))
+        # the same draws at any strength; at 1, x * 1 + 0 leaves each of them exactly as drawn
+        strength = 1.0 if self.strength is None else ops.convert_to_tensor(self.strength)
         limit = np.deg2rad(options["rotation_range"])
-        angle = uniform(-limit, limit) if limit else zeros
+        angle = uniform(-limit, limit) * strength if limit else zeros
         matrix = ops.matmul(matrix, _matrices(ops.cos(angle), -ops.sin(angle), ops.sin(angle), ops.cos(angle)))
         shift = ops.stack([uniform(-options["width_shift_range"], options["width_shift_range"]) * size,
-                           uniform(-options["height_shift_range"], options["height_shift_range"]) * size], axis=1)
-        zoom = uniform(1.0 - options["zoom_range"], 1.0 + options["zoom_range"])
+                           uniform(-options["height_shift_range"], options["height_shift_range"]) * size],
+                          axis=1) * strength
+        zoom = uniform(1.0 - options["zoom_range"], 1.0 + options["zoom_range"]) * strength + (1.0 - strength)
         shift = ops.einsum("bij,bj->bi", matrix, -shift)
         return matrix * zoom[:, None, None], shift
 
@@ -139,7 +147,8 @@ def _matrices(a, b, c, d):
 
 def augmentation_layers(rotation_range=0.0, width_shift_range=0.0, height_shift_range=0.0, zoom_range=0.0,
                         horizontal_flip=False, vertical_flip=False, rotate90=False, brightness=0.0, contrast=0.0,
-                        saturation=0.0, hue=0.0, erasing=0.0, fill_mode="nearest", one_resampling=False, seed=None):
+                        saturation=0.0, hue=0.0, erasing=0.0, fill_mode="nearest", one_resampling=False, seed=None,
+                        strength=None):
     """Keras preprocessing layers for the recipes' augmentation vocabulary (empty list: none).
 
     The first keys are ImageDataGenerator's: rotation_range in degrees (180 = any angle within +-180; Keras'
@@ -149,7 +158,8 @@ def augmentation_layers(rotation_range=0.0, width_shift_range=0.0, height_shift_
     share of images in which Keras' RandomErasing (Zhong et al. 2017) replaces a rectangle of 2-33% of the image
     with noise, so no single patch (a ruler mark, a hair, one dot of a pattern) can decide the class.
     `one_resampling` draws the geometric keys (flips to zoom) as their layers do but applies them as one
-    RandomGeometry layer: one interpolation per image instead of one per layer.
+    RandomGeometry layer: one interpolation per image instead of one per layer, scaled by `strength` (see
+    RandomGeometry).
     """
     if fill_mode not in registry.FILL_MODES:
         raise ValueError(f"unknown fill_mode {fill_mode!r}; choose one of: {', '.join(registry.FILL_MODES)}")
@@ -161,7 +171,7 @@ def augmentation_layers(rotation_range=0.0, width_shift_range=0.0, height_shift_
                 "height_shift_range": height_shift_range, "zoom_range": zoom_range, "horizontal_flip": horizontal_flip,
                 "vertical_flip": vertical_flip, "rotate90": rotate90}
     if one_resampling and any(geometry.values()):
-        augmenters.append(RandomGeometry(**geometry, fill_mode=fill_mode, seed=next(seeds)))
+        augmenters.append(RandomGeometry(**geometry, fill_mode=fill_mode, seed=next(seeds), strength=strength))
         horizontal_flip = vertical_flip = rotate90 = False
         rotation_range = width_shift_range = height_shift_range = zoom_range = 0.0
     # one layer per flip: Keras' RandomFlip("horizontal_and_vertical") draws one decision for both axes, which
@@ -201,35 +211,48 @@ def asks_for_augmentation(augmentation):
     return any(value for key, value in dict(augmentation or {}).items() if key not in ("fill_mode", "one_resampling"))
 
 
-def make_augmenter(augmentation, seed=None):
+def make_augmenter(augmentation, seed=None, strength=None):
     """A function float images (B, S, S, 3) in [0, 255] -> augmented images for `dataset.map`, or None when
-    `augmentation` (a dict of AUGMENTATION_KEYS, or None) asks for nothing."""
+    `augmentation` (a dict of AUGMENTATION_KEYS, or None) asks for nothing. `strength`: a tf.Variable, read at each
+    batch; at 0 only the random flips and transposes remain (every image one of its 8 exact right-angle views, as
+    test-time views are), at 1 all of `augmentation`; None: always all."""
     augmentation = dict(augmentation or {})
     unknown = sorted(set(augmentation) - set(AUGMENTATION_KEYS))
     if unknown:
         raise ValueError(f"unknown augmentation keys {unknown}; known: {', '.join(AUGMENTATION_KEYS)}")
     if not asks_for_augmentation(augmentation):
         return None
-    augmenters = augmentation_layers(**augmentation, seed=seed)
+    augmenters = augmentation_layers(**augmentation, seed=seed, strength=strength)
+    right_angles = (RandomGeometry, RandomTranspose, keras.layers.RandomFlip)
 
     def augment(images):
         for layer in augmenters:
-            images = layer(images, training=True)
+            if strength is None or isinstance(layer, right_angles):
+                images = layer(images, training=True)
+            else:
+                images = unless_plain(strength, functools.partial(layer, training=True), images)
         return tf.clip_by_value(images, 0.0, 255.0)
     return augment
 
 
-def make_mixup(alpha, seed=None):
+def unless_plain(strength, transform, *tensors):
+    """`transform(*tensors)` while the tf.Variable `strength` is above 0, the tensors unchanged at 0 (then the
+    transform draws nothing from its random stream)."""
+    return tf.cond(strength > 0, lambda: transform(*tensors), lambda: tensors[0] if len(tensors) == 1 else tensors)
+
+
+def make_mixup(alpha, seed=None, strength=None):
     """A function (images, one-hot targets) batches -> the same blended pairwise by Keras' MixUp layer (weights
-    drawn from Beta(alpha, alpha)) for `dataset.map`, or None when alpha is 0."""
+    drawn from Beta(alpha, alpha)) for `dataset.map`, or None when alpha is 0. `strength` as in `make_augmenter`:
+    no blending at 0."""
     if not alpha:
         return None
     mix_up = keras.layers.MixUp(alpha=alpha, seed=seed)
 
-    def mix(images, targets):
+    def blend(images, targets):
         mixed = mix_up({"images": images, "labels": targets}, training=True)
         return mixed["images"], mixed["labels"]
-    return mix
+    return blend if strength is None else functools.partial(unless_plain, strength, blend)
 
 
 def augmented_examples(image, augmentation, count=9, seed=42):

@@ -159,6 +159,10 @@ class TrainParams:
     # epoch is validated at data.image_size and one learning-rate schedule runs across the switch. 0: off
     low_resolution_epochs: int = field(default=0, metadata=bounded(0, 10_000))
     low_resolution: int = field(default=160, metadata=bounded(16, 4096))
+    # the last plain_epochs of the fine_tune_epochs see only the 8 exact right-angle views of each image (the random
+    # flips and transposes: no turn by other angles, shift, zoom, colour change, erasing or MixUp), as the test-time
+    # views show them; the same optimizer, schedule and moving average run on. 0: off
+    plain_epochs: int = field(default=0, metadata=bounded(0, 10_000))
     feature_cache: str = field(default="auto", metadata=choice(*registry.FEATURE_CACHE))
     strategy: str = field(default="auto", metadata=choice(*registry.STRATEGIES))
     mixed_precision: str = field(default="auto", metadata=choice(*registry.PRECISIONS))
@@ -627,6 +631,12 @@ def _check_recipe(params, origin):
         raise ParamsError(f"parameter 'train.low_resolution' {origin.of('train.low_resolution', 'data.image_size')} "
                           f"is {train.low_resolution} px, not below data.image_size ({data.image_size}); lower it, or "
                           f"set train.low_resolution_epochs: 0")
+    if train.plain_epochs and train.plain_epochs > train.fine_tune_epochs - train.low_resolution_epochs:
+        raise ParamsError(f"parameter 'train.plain_epochs' "
+                          f"{origin.of('train.plain_epochs', 'train.fine_tune_epochs', 'train.low_resolution_epochs')} "
+                          f"is {train.plain_epochs}, more than the full-size fine-tuning epochs "
+                          f"({train.fine_tune_epochs - train.low_resolution_epochs}: train.fine_tune_epochs minus "
+                          f"train.low_resolution_epochs); lower it")
     if train.momentum and train.optimizer not in registry.MOMENTUM_OPTIMIZERS:
         raise ParamsError(f"parameter 'train.momentum' {origin.of('train.momentum', 'train.optimizer')} is for "
                           f"train.optimizer {' or '.join(registry.MOMENTUM_OPTIMIZERS)} ({train.optimizer} keeps its own "

@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 # The parameters a reader compares runs by in TensorBoard's HParams dashboard (not all of params.yaml).
 HPARAMS = ("model.backbone", "model.alpha", "model.trainable_layers", "data.image_size", "train.epochs",
-           "train.fine_tune_epochs", "train.low_resolution_epochs", "train.learning_rate",
+           "train.fine_tune_epochs", "train.low_resolution_epochs", "train.plain_epochs", "train.learning_rate",
            "train.fine_tune_learning_rate", "train.optimizer", "train.loss", "train.label_smoothing", "train.sampling",
            "train.class_weight", "seed")
 # train.class_weight is null, "balanced" or a mapping {class: weight}: HParams gets its kind (the weights are

@@ -404,6 +404,7 @@ class Phase:
     augmented: bool
     last: bool
     image_size: typing.Optional[int] = None  # px of the images it trains on; None: data.image_size
+    plain_from: typing.Optional[int] = None  # the epoch from which only the exact right-angle views are drawn
 
     def describe(self):
         what = "the head on cached backbone features" if self.cached else (
@@ -412,7 +413,8 @@ class Phase:
             "and the head")
         return (f"phase {self.number} ({self.name}): epochs {self.initial_epoch + 1}-{self.epochs}, {what}, "
                 f"learning rate {self.learning_rate:g}{', augmented' if self.augmented else ''}"
-                f"{f', at {self.image_size} px' if self.image_size else ''}")
+                f"{f', at {self.image_size} px' if self.image_size else ''}"
+                f"{f', from epoch {self.plain_from + 1} the right-angle views only' if self.plain_from else ''}")
 
 
 def plan(p, multi_worker=False):
@@ -432,8 +434,10 @@ def plan(p, multi_worker=False):
         if train.low_resolution_epochs:
             phases.append(Phase(2, "fine-tune, low resolution", train.epochs, switch, train.fine_tune_learning_rate,
                                 model.trainable_layers, False, augmented, False, train.low_resolution))
-        phases.append(Phase(len(phases) + 1, "fine-tune", switch, train.epochs + train.fine_tune_epochs,
-                            train.fine_tune_learning_rate, model.trainable_layers, False, augmented, True))
+        end = train.epochs + train.fine_tune_epochs
+        phases.append(Phase(len(phases) + 1, "fine-tune", switch, end, train.fine_tune_learning_rate,
+                            model.trainable_layers, False, augmented, True,
+                            plain_from=end - train.plain_epochs if augmented and train.plain_epochs else None))
     else:
         cached = cache_allowed and model.trainable_layers == 0 and not augmented
         phases = [Phase(1, "train", 0, train.epochs, train.learning_rate, model.trainable_layers, cached,
@@ -470,8 +474,13 @@ def fit_phase(model, phase, data, p, run_dir, strategy, extra_callbacks=()):
     if whole_batches and min(len(data.train.paths), len(data.validation.paths)) < batch_size:
         raise TrainingError(f"{strategy.num_replicas_in_sync} replicas need at least one global batch ({batch_size} "
                             f"images) in train and validation; lower train.batch_size")
-    train_data, val_data = _datasets(model, phase, data, p, run_dir, batch_size, whole_batches)
     steps = len(data.train.paths) // batch_size if whole_batches else math.ceil(len(data.train.paths) / batch_size)
+    plain = None
+    if phase.plain_from is not None:
+        with tf.device("/cpu:0"):  # read by tf.data on the host, not mirrored onto replicas
+            plain = _PlainViewsFrom(phase.plain_from, steps, tf.Variable(1.0, trainable=False))
+    train_data, val_data = _datasets(model, phase, data, p, run_dir, batch_size, whole_batches,
+                                     plain and plain.strength)
     resuming = (out_dir / "model" / "backup" / f"phase{phase.number}").is_dir()
     history = artifacts.read_history(out_dir) if resuming or phase.number > 1 else None
     with strategy.scope():
@@ -497,7 +506,7 @@ def fit_phase(model, phase, data, p, run_dir, strategy, extra_callbacks=()):
                                phase=phase.number, best_so_far=best_epoch(history, p.train.monitor, mode)[1],
                                checkpoint_model=model if fitted is not model else None,
                                append_history=history is not None, ema=p.train.ema_momentum is not None,
-                               validation=full_size) + list(extra_callbacks)
+                               validation=full_size) + ([plain] if plain else []) + list(extra_callbacks)
     weights = inputs.class_weights(p.train.class_weight, data.train.labels, data.classes)
     with strategy.scope() if multi_worker else contextlib.nullcontext():
         fitted.fit(train_data, validation_data=None if full_size else val_data, epochs=phase.epochs,
@@ -516,9 +525,9 @@ def fit_phase(model, phase, data, p, run_dir, strategy, extra_callbacks=()):
     return PhaseResult(phase, time.monotonic() - started, resuming)
 
 
-def _datasets(model, phase, data, p, run_dir, batch_size, whole_batches):
+def _datasets(model, phase, data, p, run_dir, batch_size, whole_batches, strength=None):
     """(train, validation) tf.data pipelines for `phase`: cached backbone features, or images (augmented in
-    training when the phase is)."""
+    training when the phase is, at `strength`: see inputs.make_augmenter)."""
     train, validation, classes = data.train, data.validation, data.classes
     options = {"sampling": p.train.sampling, "seed": p.seed, "drop_remainder": whole_batches}
     if phase.cached:
@@ -532,8 +541,9 @@ def _datasets(model, phase, data, p, run_dir, batch_size, whole_batches):
                                        **options),
                 inputs.feature_dataset(features["validation"], validation.labels, len(classes), batch_size,
                                        drop_remainder=whole_batches))
-    augment, mix = ((inputs.make_augmenter(dataclasses.asdict(p.train.augmentation), seed=p.seed),
-                     inputs.make_mixup(p.train.mixup, seed=p.seed)) if phase.augmented else (None, None))
+    augment, mix = ((inputs.make_augmenter(dataclasses.asdict(p.train.augmentation), seed=p.seed, strength=strength),
+                     inputs.make_mixup(p.train.mixup, seed=p.seed, strength=strength))
+                    if phase.augmented else (None, None))
     return (inputs.image_dataset(train.paths, train.labels, len(classes), data.image_size, batch_size, shuffle=True,
                                  augment=augment, mix=mix, resize_to=phase.image_size, **options),
             inputs.image_dataset(validation.paths, validation.labels, len(classes), data.image_size, batch_size,
@@ -579,6 +589,27 @@ class _LearningRateLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+class _PlainViewsFrom(keras.callbacks.Callback):
+    """Sets `strength` (a tf.Variable: see inputs.make_augmenter) to 0 for the epochs from `first` on (counted from 0,
+    as Keras counts), 1 before, so that every batch of an epoch is drawn at one strength. Keras makes the next
+    epoch's iterator right after an epoch's last batch, before validation; a local tf.data iterator draws nothing
+    until it is first read (after on_epoch_begin), but one that prefetches as soon as it is made (to devices) would
+    draw during validation, so the switch comes at the end of the last batch before `first`, and again at the start
+    of each epoch (a run resumed in the tail)."""
+
+    def __init__(self, first, steps, strength):
+        super().__init__()
+        self.first, self.steps, self.strength, self.epoch = first, steps, strength, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.strength.assign(0.0 if epoch >= self.first else 1.0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == self.first - 1 and batch >= self.steps - 1:
+            self.strength.assign(0.0)
 
 
 class _ValidateAtFullSize(keras.callbacks.Callback):

@@ -6,6 +6,7 @@ import collections
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from lib import artifacts, inputs, params
 from lib.errors import TrainingError
@@ -186,6 +187,44 @@ def test_one_resampling_composes_rotation_zoom_and_flips_into_one_sharper_interp
     sharpness = {resample: keras.ops.convert_to_numpy(inputs.make_augmenter(
         {**augmentation, "one_resampling": resample}, seed=1)(image)).std() for resample in (False, True)}
     assert sharpness[True] > 1.1 * sharpness[False]  # white noise: every interpolation averages some of it away
+
+
+def right_angle_views(image):
+    return [np.rot90(flipped, turns) for flipped in (image, image[:, ::-1]) for turns in range(4)]
+
+
+@pytest.mark.parametrize("one_resampling", [False, True])
+def test_at_strength_0_only_the_right_angle_views_remain_and_at_1_nothing_changes(one_resampling):
+    augmentation = {"rotation_range": 180, "zoom_range": 0.15, "width_shift_range": 0.1, "horizontal_flip": True,
+                    "vertical_flip": True, "rotate90": True, "brightness": 0.2, "erasing": 0.5,
+                    "fill_mode": "reflect", "one_resampling": one_resampling}
+    images = np.random.default_rng(0).uniform(0, 255, (16, 24, 24, 3)).astype(np.float32)
+    strength = tf.Variable(1.0, trainable=False)
+    batches = tf.data.Dataset.from_tensors(images).repeat(2).map(inputs.make_augmenter(augmentation, 5, strength))
+    unweakened = keras.ops.convert_to_numpy(inputs.make_augmenter(augmentation, seed=5)(images))
+    np.testing.assert_array_equal(next(iter(batches)).numpy(), unweakened)  # the same draws, bit for bit
+    strength.assign(0.0)
+    plain = next(iter(batches)).numpy()
+    for image, augmented in zip(images, plain):
+        assert min(np.abs(augmented - view).max() for view in right_angle_views(image)) < 1e-3
+    assert len({augmented.tobytes() for augmented in plain}) == len(plain)
+    assert sum(np.array_equal(augmented, image) for image, augmented in zip(images, plain)) < 8  # flipped too
+    strength.assign(1.0)  # read at each batch: the next one is fully augmented again
+    again = next(iter(batches)).numpy()
+    assert min(min(np.abs(augmented - view).max() for view in right_angle_views(image))
+               for image, augmented in zip(images, again)) > 10
+
+
+def test_mixup_blends_nothing_at_strength_0():
+    images = np.random.default_rng(1).uniform(0, 255, (8, 8, 8, 3)).astype(np.float32)
+    targets = np.eye(2, dtype=np.float32)[np.arange(8) % 2]
+    strength = tf.Variable(0.0, trainable=False)
+    mix = inputs.make_mixup(0.4, seed=2, strength=strength)
+    unmixed = mix(images, targets)
+    np.testing.assert_array_equal(unmixed[0], images)
+    np.testing.assert_array_equal(unmixed[1], targets)
+    strength.assign(1.0)
+    assert not np.allclose(mix(images, targets)[1], targets)
 
 
 def test_augmenter_changes_images_within_pixel_range_and_none_means_off():

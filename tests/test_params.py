@@ -78,6 +78,10 @@ def test_overrides_set_dotted_keys_parsed_as_yaml(tmp_path):
     ("name: x\ntrain: {fine_tune_epochs: 4}\n", "train.low_resolution_epochs=4", "'train.low_resolution_epochs'"),
     ("name: x\ntrain: {fine_tune_epochs: 4, low_resolution_epochs: 2}\n", "train.low_resolution=224",
      "'train.low_resolution'"),
+    # the plain epochs are the last full-size fine-tuning epochs
+    ("name: x\ntrain: {fine_tune_epochs: 4, low_resolution_epochs: 2}\n", "train.plain_epochs=3",
+     "'train.plain_epochs'"),
+    ("name: x\n", "train.plain_epochs=1", "'train.plain_epochs'"),
     # the logit adjustment shifts a softmax's logits inside its cross-entropy
     ("name: x\ntrain: {loss: focal}\n", "train.logit_adjustment=1", "'train.logit_adjustment'"),
     ("name: x\ntrain: {optimizer: adamw}\n", "train.momentum=0.9", "'train.momentum'"),  # Adam has its own

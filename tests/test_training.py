@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import keras
@@ -154,6 +155,67 @@ def test_progressive_resizing_fine_tunes_on_downscaled_images_first_validating_a
     assert not list((run_folder / "model").glob("phase*_done.weights.h5"))
     rates = history["learning_rate"].to_numpy()
     assert rates[1] > rates[2] > rates[3] > rates[4] == 0  # one schedule across the switch, not a restart
+
+
+class StrengthRecorder(keras.Model):
+    """Records, for each training batch, the augmentation strength its images were drawn at (its one feature)."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense, self.seen = keras.layers.Dense(1), []
+
+    def call(self, features):
+        return self.dense(features)
+
+    def train_step(self, data):
+        self.seen.append(float(data[0][0, 0]))
+        return {"strength": data[0][0, 0]}
+
+
+@pytest.mark.parametrize("initial_epoch", [0, 3])
+def test_plain_views_start_at_their_epoch_whatever_tf_data_prefetched(initial_epoch):
+    strength = tf.Variable(1.0, trainable=False)
+    batches = (tf.data.Dataset.range(8).batch(2)
+               .map(lambda indices: (tf.fill((2, 1), strength.value()), tf.zeros((2, 1))))
+               .prefetch(8))  # drawn ahead of training: a switch at epoch 2's start would come too late
+    model = StrengthRecorder()
+    model.compile(run_eagerly=True)
+    validating = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: time.sleep(0.2))
+    model.fit(batches, epochs=5, initial_epoch=initial_epoch, verbose=0,
+              callbacks=[validating, training._PlainViewsFrom(first=2, steps=4, strength=strength)])
+    expected = [1.0] * 8 + [0.0] * 12
+    assert model.seen == expected[4 * initial_epoch:]  # resumed in the tail (epoch 3): plain from its first batch
+
+
+def test_plain_views_switch_after_the_last_batch_before_their_epoch_for_iterators_that_prefetch_when_made():
+    strength = tf.Variable(1.0, trainable=False)
+    switch = training._PlainViewsFrom(first=2, steps=4, strength=strength)
+    switch.on_epoch_begin(1)
+    switch.on_train_batch_end(2)
+    assert float(strength.numpy()) == 1.0
+    switch.on_train_batch_end(3)  # epoch 2's iterator is made next, before validation and on_epoch_begin(2)
+    assert float(strength.numpy()) == 0.0
+
+
+def test_the_plan_puts_the_plain_views_into_the_last_epochs_of_augmented_fine_tuning():
+    phases = training.plan(tiny_params(epochs=2, fine_tune_epochs=5, plain_epochs=2,
+                                       augmentation={"rotation_range": 90, "horizontal_flip": True}))
+    assert [phase.plain_from for phase in phases] == [None, 5]
+    assert "from epoch 6 the right-angle views only" in phases[1].describe()
+    assert training.plan(tiny_params(epochs=2, fine_tune_epochs=5, plain_epochs=2))[1].plain_from is None
+
+
+def test_fine_tuning_draws_its_last_epochs_at_strength_0(run_folder, monkeypatch):
+    seen = []
+
+    class Recording(training._PlainViewsFrom):
+        def on_train_batch_begin(self, batch, logs=None):
+            seen.append((self.epoch, float(self.strength.numpy())))
+    monkeypatch.setattr(training, "_PlainViewsFrom", Recording)
+    p = tiny_params(epochs=1, fine_tune_epochs=3, plain_epochs=1,
+                    augmentation={"rotation_range": 90, "zoom_range": 0.1, "one_resampling": True})
+    training.train(run_folder, p, strategy="default")
+    assert sorted(set(seen)) == [(1, 1.0), (2, 1.0), (3, 0.0)]
 
 
 def test_validation_at_full_size_scores_the_low_resolution_copy_with_the_full_size_model(run_folder):

@@ -223,11 +223,12 @@ def make_augmenter(augmentation, seed=None, strength=None):
     if not asks_for_augmentation(augmentation):
         return None
     augmenters = augmentation_layers(**augmentation, seed=seed, strength=strength)
-    right_angles = (RandomGeometry, RandomTranspose, keras.layers.RandomFlip)
+    # flips and transposes stay at strength 0; RandomGeometry scales the rest of its map itself
+    weakened_inside_or_kept = (RandomGeometry, RandomTranspose, keras.layers.RandomFlip)
 
     def augment(images):
         for layer in augmenters:
-            if strength is None or isinstance(layer, right_angles):
+            if strength is None or isinstance(layer, weakened_inside_or_kept):
                 images = layer(images, training=True)
             else:
                 images = unless_plain(strength, functools.partial(layer, training=True), images)

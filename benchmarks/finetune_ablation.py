@@ -166,10 +166,14 @@ VARIANTS = {
     "plain_tail_7": (FINETUNE, ["train.plain_epochs=7"],
                      "today's recipe with its last 7 fine-tuning epochs on the 8 exact right-angle views only (no "
                      "turn by other angles, no zoom), as the test-time views show the images"),
+    "batch_norm_affine": (FINETUNE, ["model.batch_norm_affine=true"],
+                          "today's recipe fine-tuning each BatchNorm's scale and offset too, its statistics kept "
+                          "ImageNet's"),
 }
 ON_THE_RECIPE = {"recipe", "bfloat16", "low_resolution_160", "low_resolution_144", "erasing_on_recipe",
                  "dropout_0.1", "sqrt_on_recipe", "logit_adjusted_on_recipe", "sgd_momentum_on_recipe",
-                 "gem_pooling_on_recipe", "zoom_0.25", "bfloat16_pointwise", "plain_tail_7"}
+                 "gem_pooling_on_recipe", "zoom_0.25", "bfloat16_pointwise", "plain_tail_7",
+                 "batch_norm_affine"}
 VARIANTS = {name: (recipe, overrides if recipe != FINETUNE or name in ON_THE_RECIPE
                    else ["train.augmentation.one_resampling=false", *overrides], what)
             for name, (recipe, overrides, what) in VARIANTS.items()}

@@ -43,6 +43,17 @@ class CaffePreprocess(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="lib.models")
+class StatisticsFrozenBatchNormalization(layers.BatchNormalization):
+    """BatchNormalization that always normalises with its moving statistics (the backbone's ImageNet ones) and
+    never updates them, in training too, while its scale and offset stay trainable (`model.batch_norm_affine`):
+    each channel of the pretrained features can be re-scaled for dermoscopy without the noise of batch
+    statistics. A plain BatchNormalization ties the two: frozen, neither moves; trainable, both do."""
+
+    def call(self, inputs, training=None, mask=None):
+        return super().call(inputs, training=False, mask=mask)
+
+
+@keras.saving.register_keras_serializable(package="lib.models")
 class ShadesOfGray(layers.Layer):
     """Colour constancy by Shades of Gray (Finlayson & Trezzi 2004), as dermoscopy uses it across cameras
     (Barata et al. 2015; the ISIC 2019 winners): each image's illuminant is the Minkowski `power`-mean of each
@@ -151,10 +162,11 @@ def _choose(choices, name, what):
     return choices[name] if isinstance(choices, dict) else name
 
 
-def build_backbone(backbone, image_size, weights=None, alpha=1.0):
+def build_backbone(backbone, image_size, weights=None, alpha=1.0, batch_norm_affine=False):
     """The backbone alone, named "backbone": (None, S, S, 3) preprocessed input -> conv feature maps.
 
     `weights`: "imagenet" (downloaded by Keras), None (random init) or the path of a weights file.
+    `batch_norm_affine`: its BatchNormalization layers as StatisticsFrozenBatchNormalization.
     """
     build = _choose(BACKBONES, backbone, "backbone")
     if weights not in (None, "imagenet"):
@@ -165,7 +177,7 @@ def build_backbone(backbone, image_size, weights=None, alpha=1.0):
         weights = str(path)
     try:
         # built under its final name: re-wrapping it in another keras.Model breaks MirroredStrategy replicas
-        return build((image_size, image_size, 3), weights, alpha, "backbone")
+        built = build((image_size, image_size, 3), weights, alpha, "backbone")
     except ValueError:
         raise
     except Exception as error:  # Keras reports a failed download as a bare Exception("URL fetch failure ...")
@@ -175,13 +187,25 @@ def build_backbone(backbone, image_size, weights=None, alpha=1.0):
                 f"'no_top' .h5 file elsewhere and set model.weights: <path to it>, or use model.weights: null"
             ) from error
         raise TrainingError(f"cannot build backbone {backbone} with weights {weights!r}: {error}") from error
+    return with_statistics_frozen_batch_norm(built) if batch_norm_affine else built
+
+
+def with_statistics_frozen_batch_norm(backbone):
+    """`backbone` with its BatchNormalization layers turned into StatisticsFrozenBatchNormalization in place (the
+    subclass adds no state): no layer is rebuilt, so no variable is initialised again and a run draws the same random
+    numbers as with plain BatchNorm (its head phase repeats the recipe's to the digit)."""
+    for layer in backbone.layers:
+        if type(layer) is layers.BatchNormalization:
+            layer.__class__ = StatisticsFrozenBatchNormalization
+    return backbone
 
 
 def set_trainable_layers(model, trainable_layers, freeze_batch_norm=True):
     """Freeze the backbone of `model` except its last `trainable_layers` layers (-1: all trainable,
     0: all frozen). With `freeze_batch_norm`, every BatchNormalization layer of the backbone stays frozen,
     which in Keras 3 also runs it in inference mode: fine-tuning with small batches then keeps the
-    ImageNet statistics instead of noisy batch ones. Recompile afterwards."""
+    ImageNet statistics instead of noisy batch ones; a StatisticsFrozenBatchNormalization keeps them anyway, so
+    it follows the other layers and its scale and offset train. Recompile afterwards."""
     if trainable_layers < -1:
         raise ValueError(f"trainable_layers must be -1 (all), 0 (frozen) or N > 0; got {trainable_layers}")
     backbone = model.get_layer("backbone")
@@ -191,7 +215,8 @@ def set_trainable_layers(model, trainable_layers, freeze_batch_norm=True):
             layer.trainable = False
     if freeze_batch_norm:
         for layer in backbone.layers:
-            if isinstance(layer, layers.BatchNormalization):
+            if isinstance(layer, layers.BatchNormalization) and \
+                    not isinstance(layer, StatisticsFrozenBatchNormalization):
                 layer.trainable = False
     return model
 
@@ -215,13 +240,14 @@ def layer_rate_scales(model, decay):
 
 def build_model(backbone, num_classes, image_size, alpha=1.0, weights=None, head="pooled", pooling="avg",
                 dense_units=(), dropout=0.25, trainable_layers=-1, output_activation="softmax",
-                freeze_batch_norm=True, colour_constancy="none"):
+                freeze_batch_norm=True, colour_constancy="none", batch_norm_affine=False):
     """Build the full classifier (structure in the module docstring) under Keras' current dtype policy.
 
     head "pooled" (recipe A): pool, Dropout(dropout), Dense(num_classes).
     head "dense" (recipe B): pool, then Dense(u, relu) + Dropout(dropout) for each u in `dense_units`
     (empty: [512, 512, 512]), then Dense(num_classes).
-    `output_activation`: softmax | sigmoid. `trainable_layers`, `freeze_batch_norm`: see set_trainable_layers.
+    `output_activation`: softmax | sigmoid. `trainable_layers`, `freeze_batch_norm`: see set_trainable_layers;
+    `batch_norm_affine`: see build_backbone.
     `colour_constancy`: none | shades_of_gray (ShadesOfGray before the backbone's preprocessing).
     """
     if num_classes < 2:
@@ -237,7 +263,7 @@ def build_model(backbone, num_classes, image_size, alpha=1.0, weights=None, head
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = colour_layer()(inputs) if colour_layer else inputs
     x = PREPROCESSING[registry.BACKBONES[backbone].preprocess]()(x)
-    x = build_backbone(backbone, image_size, weights=weights, alpha=alpha)(x)
+    x = build_backbone(backbone, image_size, weights=weights, alpha=alpha, batch_norm_affine=batch_norm_affine)(x)
     x = pool_layer(name="pool")(x)
     hidden = (list(dense_units) or list(RECIPE_B_DENSE_UNITS)) if head == "dense" else []
     for index, units in enumerate(hidden):

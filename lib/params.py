@@ -115,6 +115,8 @@ class ModelParams:
     output_activation: str = field(default="softmax", metadata=choice(*registry.OUTPUT_ACTIVATIONS))
     # BatchNormalization layers stay frozen, in inference mode, when the backbone is fine-tuned
     freeze_batch_norm: bool = True
+    # with freeze_batch_norm: the statistics stay ImageNet's, but each BatchNorm's scale and offset are fine-tuned
+    batch_norm_affine: bool = False
 
 
 @dataclass
@@ -621,6 +623,10 @@ def _check_recipe(params, origin):
         raise ParamsError(f"parameter 'model.alpha' {origin.of('model.alpha', 'model.weights')} is {model.alpha}, but "
                           f"the weights file {_show(model.weights)} holds a network of width alpha {held:g} (its first "
                           f"convolution has {round(held * 32)} filters): set model.alpha: {held:g}")
+    if model.batch_norm_affine and not model.freeze_batch_norm:
+        where = origin.of("model.batch_norm_affine", "model.freeze_batch_norm")
+        raise ParamsError(f"parameter 'model.batch_norm_affine' {where} keeps the BatchNorm statistics frozen, but "
+                          f"model.freeze_batch_norm: false trains them on each batch; set one of the two")
     train = params.train
     if train.low_resolution_epochs and train.low_resolution_epochs >= train.fine_tune_epochs:
         raise ParamsError(f"parameter 'train.low_resolution_epochs' "

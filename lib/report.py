@@ -16,10 +16,10 @@ from lib import params as params_lib
 logger = logging.getLogger(__name__)
 
 # The parameters a reader compares runs by in TensorBoard's HParams dashboard (not all of params.yaml).
-HPARAMS = ("model.backbone", "model.alpha", "model.trainable_layers", "data.image_size", "train.epochs",
-           "train.fine_tune_epochs", "train.low_resolution_epochs", "train.plain_epochs", "train.learning_rate",
-           "train.fine_tune_learning_rate", "train.optimizer", "train.loss", "train.label_smoothing", "train.sampling",
-           "train.class_weight", "seed")
+HPARAMS = ("model.backbone", "model.alpha", "model.trainable_layers", "model.batch_norm_affine", "data.image_size",
+           "train.epochs", "train.fine_tune_epochs", "train.low_resolution_epochs", "train.plain_epochs",
+           "train.learning_rate", "train.fine_tune_learning_rate", "train.optimizer", "train.loss",
+           "train.label_smoothing", "train.sampling", "train.class_weight", "seed")
 # train.class_weight is null, "balanced" or a mapping {class: weight}: HParams gets its kind (the weights are
 # in params.yaml and report.md), so that the dashboard can filter on a finite set.
 CLASS_WEIGHT_KINDS = ("none", "balanced", "per-class")
@@ -79,8 +79,8 @@ def schema_field(dotted):
 
 
 def hparam(dotted):
-    """The typed HParam of a parameter, its domain read from lib.params: its choices as a discrete set, a number's
-    bounds as an integer or real interval (INT_LIMIT where params.py sets none)."""
+    """The typed HParam of a parameter, its domain read from lib.params: its choices (or a switch's two values) as a
+    discrete set, a number's bounds as an integer or real interval (INT_LIMIT where params.py sets none)."""
     from tensorboard.plugins.hparams import api as hp
 
     if dotted == "train.class_weight":
@@ -88,6 +88,8 @@ def hparam(dotted):
     hint, metadata = schema_field(dotted)
     if metadata.get("choices"):
         return hp.HParam(dotted, hp.Discrete(list(metadata["choices"])))
+    if hint is bool:
+        return hp.HParam(dotted, hp.Discrete([False, True]))
     low, high = metadata.get("low"), metadata.get("high")
     if hint is int:
         return hp.HParam(dotted, hp.IntInterval(-INT_LIMIT if low is None else int(low),

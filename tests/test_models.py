@@ -91,6 +91,30 @@ def test_trainable_batch_norm_uses_batch_statistics_in_training():
     assert np.abs(np.asarray(model(images, training=True)) - np.asarray(model(images, training=False))).max() > 1e-3
 
 
+def test_affine_batch_norm_trains_scale_and_offset_on_frozen_statistics(tmp_path):
+    model = models.build_model("mobilenet", num_classes=2, image_size=32, alpha=0.25, dropout=0.0,
+                               batch_norm_affine=True)
+    batch_norms = [layer for layer in model.get_layer("backbone").layers
+                   if isinstance(layer, keras.layers.BatchNormalization)]
+    assert batch_norms and all(isinstance(layer, models.StatisticsFrozenBatchNormalization) and layer.trainable
+                               for layer in batch_norms)
+    images = raw_images(count=4)
+    np.testing.assert_allclose(model(images, training=True), model(images, training=False), atol=1e-5)
+    statistics = [np.array(layer.moving_mean) for layer in batch_norms]
+    affine = [np.array(weight) for layer in batch_norms for weight in (layer.gamma, layer.beta)]
+    assert {weight.path for weight in model.trainable_weights} >= {weight.path for layer in batch_norms
+                                                                   for weight in (layer.gamma, layer.beta)}
+    model.compile(keras.optimizers.SGD(0.1), "categorical_crossentropy")
+    model.fit(images, keras.utils.to_categorical([0, 1, 0, 1], 2), epochs=2, verbose=0)
+    assert all(np.array_equal(layer.moving_mean, before) for layer, before in zip(batch_norms, statistics))
+    after = [np.array(weight) for layer in batch_norms for weight in (layer.gamma, layer.beta)]
+    assert any(not np.array_equal(now, before) for now, before in zip(after, affine))
+    model.save(tmp_path / "model.keras")  # a resumed run keeps the layer, so its statistics stay frozen
+    reloaded = keras.models.load_model(tmp_path / "model.keras")
+    assert isinstance(reloaded.get_layer("backbone").get_layer("conv1_bn"), models.StatisticsFrozenBatchNormalization)
+    np.testing.assert_allclose(reloaded(images, training=True), model(images, training=False), atol=1e-5)
+
+
 def test_layer_rate_scales_decay_from_the_head_down_through_the_weighted_backbone_layers():
     model = models.build_model("small_cnn", 3, 32, alpha=0.25)  # conv0-conv3, each with a kernel and a bias
     scales = models.layer_rate_scales(model, 0.5)

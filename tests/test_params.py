@@ -82,6 +82,8 @@ def test_overrides_set_dotted_keys_parsed_as_yaml(tmp_path):
     ("name: x\ntrain: {fine_tune_epochs: 4, low_resolution_epochs: 2}\n", "train.plain_epochs=3",
      "'train.plain_epochs'"),
     ("name: x\n", "train.plain_epochs=1", "'train.plain_epochs'"),
+    # scale and offset alone train on frozen statistics, which batch-statistics BatchNorm does not have
+    ("name: x\nmodel: {freeze_batch_norm: false}\n", "model.batch_norm_affine=true", "'model.batch_norm_affine'"),
     # the logit adjustment shifts a softmax's logits inside its cross-entropy
     ("name: x\ntrain: {loss: focal}\n", "train.logit_adjustment=1", "'train.logit_adjustment'"),
     ("name: x\ntrain: {optimizer: adamw}\n", "train.momentum=0.9", "'train.momentum'"),  # Adam has its own

@@ -191,6 +191,9 @@ def test_tensorboard_hparams_have_typed_domains_read_from_the_params_schema(tmp_
     assert (rate.domain_interval.min_value, rate.domain_interval.max_value) == (0.0, 10.0)
     size = infos["data.image_size"].domain_interval
     assert (size.min_value, size.max_value) == (32, 1024)
+    switch = infos["model.batch_norm_affine"]
+    assert switch.type == api_pb2.DATA_TYPE_BOOL
+    assert {value.bool_value for value in switch.domain_discrete.values} == {False, True}
     for info in infos.values():
         assert info.WhichOneof("domain") in ("domain_discrete", "domain_interval"), info.name
 

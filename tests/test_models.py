@@ -115,6 +115,18 @@ def test_affine_batch_norm_trains_scale_and_offset_on_frozen_statistics(tmp_path
     np.testing.assert_allclose(reloaded(images, training=True), model(images, training=False), atol=1e-5)
 
 
+def test_affine_batch_norm_draws_the_same_initial_weights_as_the_recipe():
+    """The option changes what trains, not the run's random numbers: a paired comparison starts from the same
+    head (rebuilding the backbone would draw its initial weights again and shift every later draw)."""
+    built = {}
+    for affine in (False, True):
+        keras.utils.set_random_seed(0)
+        built[affine] = models.build_model("mobilenet", num_classes=2, image_size=32, alpha=0.25, weights=None,
+                                           batch_norm_affine=affine)
+    for plain, affine in zip(built[False].weights, built[True].weights, strict=True):
+        np.testing.assert_array_equal(plain, affine, err_msg=plain.path)
+
+
 def test_layer_rate_scales_decay_from_the_head_down_through_the_weighted_backbone_layers():
     model = models.build_model("small_cnn", 3, 32, alpha=0.25)  # conv0-conv3, each with a kernel and a bias
     scales = models.layer_rate_scales(model, 0.5)

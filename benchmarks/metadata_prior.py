@@ -2,9 +2,10 @@
 
 HAM10000 records each image's age, sex and body site, and the published classifier of issue 17's table uses them.
 This adds them the cheapest way that needs no retraining: naive Bayes on the image model's probabilities,
-log p(class | image) + w * sum over age band (`evaluation.AGE_BANDS`), sex and site of log p(value | class), the likelihoods counted on the
-**training** split (Laplace smoothing, unseen values as their own category), then the temperature and the class
-biases as notebook 04 fits them, scored on held-out validation images (`evaluation.class_bias_cross_validation`).
+log p(class | image) + w * sum over age band (`evaluation.AGE_BANDS`), sex and site of log p(value | class), the
+likelihoods counted on the **training** split (Laplace smoothing, unseen values as their own category), then the
+temperature and the class biases as notebook 04 fits them, scored on held-out validation images
+(`evaluation.class_bias_cross_validation`).
 w = 0 is the image model alone; w = 1 trusts the metadata as naive Bayes would; 0.5 halves its say.
 
     .venv/bin/python benchmarks/metadata_prior.py /work/runs/recipe-seed44 [more trained run folders ...]
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from scipy import special
 from sklearn import metrics as skmetrics
 
@@ -40,8 +42,8 @@ def metadata_log_likelihood(train_rows, rows, classes, smoothing=1.0):
         train_values = evaluation.subgroup_labels(train_rows, column)
         values = evaluation.subgroup_labels(rows, column)
         categories = sorted(set(train_values) | set(values))
-        counts = np.array([[np.sum((train_values.to_numpy() == value) & (train_true == index))
-                            for value in categories] for index in range(len(classes))]) + smoothing
+        counts = pd.crosstab(train_true, train_values.to_numpy()).reindex(
+            index=range(len(classes)), columns=categories, fill_value=0).to_numpy() + smoothing
         log_likelihood = np.log(counts / counts.sum(axis=1, keepdims=True))
         total += log_likelihood[:, [categories.index(value) for value in values]].T
     return total

@@ -233,30 +233,44 @@ def training_seconds(training):
     return f"{seconds} (resumed)" if any(phase["resumed"] for phase in training["phases"]) else seconds
 
 
-def logistic_regression(run_dir):
-    """scikit-learn's class-balanced logistic regression on the frozen ImageNet backbone's pooled features of the
-    run's images (standardised; C chosen on validation from 0.01, 0.1, 1): {"C", "validation", "test"} metrics."""
+PROBE_C = (0.01, 0.1, 1.0)
+
+
+def probe(c):
+    """scikit-learn's class-balanced logistic regression on standardised features: the baseline to beat."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from lib import artifacts, evaluation, inputs, models, params
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=5000))
+
+
+def frozen_features(run_dir, paths):
+    """{name: pooled features of the images at paths[name]} by the frozen ImageNet backbone of the run's params (one
+    backbone for all), cached in the run folder (features/logistic_regression/<name>.npy)."""
+    from lib import artifacts, inputs, models, params
 
     p = params.load_run(run_dir)
+    backbone = models.build_model(p.model.backbone, len(artifacts.class_names(run_dir)), p.data.image_size,
+                                  alpha=p.model.alpha, weights=p.model.weights, pooling=p.model.pooling,
+                                  trainable_layers=0, colour_constancy=p.model.colour_constancy)
+    extractor, folder = models.feature_model(backbone), Path(run_dir) / "features" / "logistic_regression"
+    return {name: inputs.cached_features(extractor, folder, name, list(image_paths), p.data.image_size)
+            for name, image_paths in paths.items()}
+
+
+def logistic_regression(run_dir):
+    """`probe` on the frozen ImageNet backbone's pooled features of the run's images (C chosen on validation from
+    PROBE_C): {"C", "validation", "test"} metrics."""
+    from lib import artifacts, evaluation
+
     classes = artifacts.class_names(run_dir)
-    backbone = models.build_model(p.model.backbone, len(classes), p.data.image_size, alpha=p.model.alpha,
-                                  weights=p.model.weights, pooling=p.model.pooling, trainable_layers=0,
-                                  colour_constancy=p.model.colour_constancy)
-    extractor, features, labels = models.feature_model(backbone), {}, {}
-    for split in ("train", "validation", "test"):
-        rows = artifacts.read_manifest(run_dir, split=split)
-        features[split] = inputs.cached_features(extractor, Path(run_dir) / "features" / "logistic_regression", split,
-                                                 list(rows["abs_path"]), p.data.image_size)
-        labels[split] = list(rows["label"])
+    rows = {split: artifacts.read_manifest(run_dir, split=split) for split in ("train", "validation", "test")}
+    features = frozen_features(run_dir, {split: split_rows["abs_path"] for split, split_rows in rows.items()})
+    labels = {split: list(split_rows["label"]) for split, split_rows in rows.items()}
     fits = {}
-    for c in (0.01, 0.1, 1.0):
-        classifier = make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=5000))
-        classifier.fit(features["train"], labels["train"])
+    for c in PROBE_C:
+        classifier = probe(c).fit(features["train"], labels["train"])
         order = [list(classifier.classes_).index(name) for name in classes]
         fits[c] = {split: evaluation.compute_metrics(labels[split], classifier.predict_proba(features[split])[:, order],
                                                      classes) for split in ("validation", "test")}

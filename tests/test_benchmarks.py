@@ -86,3 +86,59 @@ def test_validation_choices_decides_as_notebook_04_without_reading_the_test_spli
     assert row["held-out as auto chooses"] == ", ".join(f"{variant} {value:.3f}" for variant, value in auto_scores.items())
     orientations = as_notebook_04["tta"]["orientations"]["validation"]
     assert row["one view as stored"] == f"{orientations[0]:.3f}" and len(orientations) == 16
+
+
+def split_difficulty_run(trained_run, tmp_path, resplit):
+    """A copy of the trained run with params for its 32 px images; with `resplit`, its labels shuffled (so that the
+    baseline scores neither 1.0 nor the same on every split) and its manifest split as notebook 02 splits it
+    (`splits.split_records` under the run's split_seed)."""
+    import shutil
+
+    import numpy as np
+
+    from lib import artifacts, params, splits
+
+    run_dir = shutil.copytree(trained_run[0], tmp_path / "run")
+    run_params = params.load(BENCHMARKS[0].parents[1] / "params" / "demo.yaml",
+                             ["data.image_size=32", "data.validation_fraction=0.2", "data.test_fraction=0.2"])
+    params.save(run_params, run_dir / "params.yaml")
+    if resplit:
+        manifest = artifacts.read_manifest(run_dir).drop(columns=["split", "abs_path"])
+        manifest["label"] = np.random.default_rng(0).permutation(manifest["label"].to_numpy())
+        artifacts.write_manifest(run_dir, splits.split_records(manifest, 0.2, 0.2, run_params.data.split_seed),
+                                 extra_columns=("age", "sex", "localization"))
+    return run_dir, run_params
+
+
+def test_split_difficulty_scores_the_runs_own_split_as_the_ablation_baseline_does(trained_run, tmp_path):
+    import sys
+
+    import keras
+
+    sys.path.insert(0, str(BENCHMARKS[0].parent))
+    import finetune_ablation
+    import split_difficulty
+
+    run_dir, run_params = split_difficulty_run(trained_run, tmp_path, resplit=True)
+    keras.utils.set_random_seed(0)  # the same random backbone for both: the demo's small CNN has no pretrained weights
+    own_seed, scores = split_difficulty.split_scores(run_dir, range(3))
+    keras.utils.set_random_seed(0)
+    baseline = finetune_ablation.logistic_regression(run_dir)
+
+    assert own_seed == run_params.data.split_seed and set(scores) == {own_seed, 0, 1, 2}
+    assert scores[own_seed]["validation"] == pytest.approx(baseline["validation"]["balanced_accuracy"])
+    assert scores[own_seed]["test"] == pytest.approx(baseline["test"]["balanced_accuracy"])
+    assert len({(score["validation"], score["test"]) for score in scores.values()}) > 1
+    summary, gap = split_difficulty.tables(run_dir, own_seed, scores)
+    assert f"| validation | {scores[own_seed]['validation']:.3f} |" in summary and "3 other split seeds" in summary
+
+
+def test_split_difficulty_refuses_a_run_whose_split_it_cannot_reproduce(trained_run, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(BENCHMARKS[0].parent))
+    import split_difficulty
+
+    run_dir, _ = split_difficulty_run(trained_run, tmp_path, resplit=False)  # split by position, not split_records
+    with pytest.raises(SystemExit, match="does not give its manifest's split"):
+        split_difficulty.split_scores(run_dir, range(1))

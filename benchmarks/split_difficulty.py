@@ -57,15 +57,18 @@ def split_scores(run_dir, split_seeds):
 
 
 def tables(run_dir, own_seed, scores):
-    """The run's split beside the others: mean, spread, percentiles and the run's rank, per split."""
-    others = {name: np.array([score[name] for seed, score in scores.items() if seed != own_seed]) for name in SPLITS}
-    summary = [{"split": name, f"split_seed {own_seed} (this run)": f"{scores[own_seed][name]:.3f}",
-                f"{len(others[name])} other split seeds: mean ± sd": f"{others[name].mean():.3f} ± {others[name].std(ddof=1):.3f}",
-                "5th / 50th / 95th percentile": " / ".join(f"{value:.3f}" for value in np.percentile(others[name], [5, 50, 95])),
-                "other splits below this run's": f"{(others[name] < scores[own_seed][name]).mean():.0%}"}
-               for name in SPLITS]
-    gaps = np.array([score["validation"] - score["test"] for seed, score in scores.items() if seed != own_seed])
-    gap = [{"run": Path(run_dir).name, "validation - test, this run's split": f"{scores[own_seed]['validation'] - scores[own_seed]['test']:+.3f}",
+    """The run's split beside the others: mean, spread, percentiles and the run's rank, per split; then the gap
+    between validation and test."""
+    own, others = scores[own_seed], [score for seed, score in scores.items() if seed != own_seed]
+    summary = []
+    for name in SPLITS:
+        values = np.array([score[name] for score in others])
+        summary.append({"split": name, f"split_seed {own_seed} (this run)": f"{own[name]:.3f}",
+                        f"{len(values)} other split seeds: mean ± sd": f"{values.mean():.3f} ± {values.std(ddof=1):.3f}",
+                        "5th / 50th / 95th percentile": " / ".join(f"{v:.3f}" for v in np.percentile(values, [5, 50, 95])),
+                        "other splits below this run's": f"{(values < own[name]).mean():.0%}"})
+    gaps = np.array([score["validation"] - score["test"] for score in others])
+    gap = [{"run": Path(run_dir).name, "validation - test, this run's split": f"{own['validation'] - own['test']:+.3f}",
             "validation - test, other splits: mean ± sd": f"{gaps.mean():+.3f} ± {gaps.std(ddof=1):.3f}"}]
     return common.markdown_table(summary, list(summary[0])), common.markdown_table(gap, list(gap[0]))
 

@@ -268,14 +268,20 @@ def logistic_regression(run_dir):
     rows = {split: artifacts.read_manifest(run_dir, split=split) for split in ("train", "validation", "test")}
     features = frozen_features(run_dir, {split: split_rows["abs_path"] for split, split_rows in rows.items()})
     labels = {split: list(split_rows["label"]) for split, split_rows in rows.items()}
-    fits = {}
-    for c in PROBE_C:
-        classifier = probe(c).fit(features["train"], labels["train"])
-        order = [list(classifier.classes_).index(name) for name in classes]
-        fits[c] = {split: evaluation.compute_metrics(labels[split], classifier.predict_proba(features[split])[:, order],
-                                                     classes) for split in ("validation", "test")}
-    best = max(fits, key=lambda c: fits[c]["validation"]["balanced_accuracy"])
-    return {"C": best, **fits[best]}
+    c, classifier = chosen_probe(features, labels)
+    order = [list(classifier.classes_).index(name) for name in classes]
+    return {"C": c, **{split: evaluation.compute_metrics(
+        labels[split], classifier.predict_proba(features[split])[:, order], classes) for split in ("validation", "test")}}
+
+
+def chosen_probe(features, labels):
+    """`probe` fitted on features["train"] at each C of PROBE_C; the one with the best balanced accuracy on
+    features["validation"] (the first of equals): (C, fitted classifier)."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    fits = {c: probe(c).fit(features["train"], labels["train"]) for c in PROBE_C}
+    return max(fits.items(), key=lambda fit: balanced_accuracy_score(labels["validation"],
+                                                                     fit[1].predict(features["validation"])))
 
 
 def evaluation_rows(run_dir):

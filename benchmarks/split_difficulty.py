@@ -31,12 +31,9 @@ SPLITS = ("validation", "test")
 
 def baseline_scores(features, labels, split):
     """Validation and test balanced accuracy of the baseline on one split (C chosen on validation)."""
-    fits = []
-    for c in finetune_ablation.PROBE_C:
-        classifier = finetune_ablation.probe(c).fit(features[split == "train"], labels[split == "train"])
-        fits.append({name: balanced_accuracy_score(labels[split == name], classifier.predict(features[split == name]))
-                     for name in SPLITS})
-    return max(fits, key=lambda fit: fit["validation"])
+    features, labels = ({name: values[split == name] for name in ("train", *SPLITS)} for values in (features, labels))
+    _, classifier = finetune_ablation.chosen_probe(features, labels)
+    return {name: balanced_accuracy_score(labels[name], classifier.predict(features[name])) for name in SPLITS}
 
 
 def split_scores(run_dir, split_seeds):
